@@ -1,0 +1,8 @@
+//! Augur predicts failures of application instances from their telemetry and adjusts
+//! their resources before they fail.
+//!
+//! The modules follow the data: [`agent`] and [`simulate`] produce telemetry, [`codec`]
+//! frames every record of the wire contract in `schemas/`, [`kafka`] connects the
+//! stages, [`tail`] reads any topic back for people and scripts.
+
+pub mod codec;
