@@ -6,3 +6,5 @@
 //! stages, [`tail`] reads any topic back for people and scripts.
 
 pub mod codec;
+pub mod kafka;
+pub mod shutdown;

@@ -11,6 +11,7 @@
 //! writers of different schema versions interoperate as long as added fields carry
 //! defaults.
 
+pub mod metric_names;
 pub mod records;
 
 use std::collections::HashMap;

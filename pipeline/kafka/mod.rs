@@ -1,0 +1,250 @@
+//! Connection of every stage to Kafka: where the cluster is, what the topics are
+//! called, and how records of the wire contract are produced and consumed.
+//!
+//! In: a [`KafkaConfig`] (brokers, topic prefix, pass-through librdkafka properties).
+//! Out: a [`Cluster`] that owns the embedded mock cluster when no brokers are given,
+//! client configurations for each role, and a [`Publisher`] that encodes, produces and
+//! reports every delivery failure (nothing is dropped silently).
+
+mod publisher;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::RDKafkaErrorCode;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Record;
+
+pub use publisher::{PublishError, Publisher};
+
+/// Where the cluster is and how to talk to it; shared by every Kafka-facing command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers `HOST:PORT[,...]`; `None` starts librdkafka's in-process mock
+    /// cluster (the zero-setup default, which does not hide aborted transactions).
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Topics are `<prefix>.telemetry`, `<prefix>.alerts`, ...
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// Any librdkafka client property, passed through unchanged (TLS, SASL, tuning).
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+/// The product's name: topics read `augur.telemetry` unless told otherwise.
+fn default_topic_prefix() -> String {
+    "augur".to_owned()
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self { brokers: None, topic_prefix: default_topic_prefix(), librdkafka: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot start the embedded mock cluster: {0}")]
+    Embedded(#[source] KafkaError),
+    #[error("cannot create topic {topic}: {source}")]
+    CreateTopic {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("cannot create topic {topic}: {code}")]
+    CreateTopicRefused { topic: String, code: RDKafkaErrorCode },
+    #[error("invalid topic prefix {0:?}: use letters, digits, '.', '_' or '-'")]
+    BadPrefix(String),
+}
+
+/// How a topic is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// A log of events, deleted by age.
+    Log,
+    /// A table: the newest record per key is kept (signatures, models, tuned values).
+    Compacted,
+}
+
+/// A topic the stages expect to exist.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub retention: Retention,
+}
+
+/// The cluster a command talks to. Keep it alive as long as clients use it: when the
+/// embedded mock cluster is in use, dropping this stops it.
+pub struct Cluster {
+    bootstrap: String,
+    config: KafkaConfig,
+    // Not `Send` (librdkafka handle): a `Cluster` stays on the task that opened it,
+    // clients built from its configurations go anywhere.
+    embedded: Option<MockCluster<'static, DefaultProducerContext>>,
+}
+
+impl Cluster {
+    /// Connects to `config.brokers`, or starts the embedded mock cluster when none are given.
+    pub fn open(config: &KafkaConfig) -> Result<Self, ConnectError> {
+        let prefix_ok = !config.topic_prefix.is_empty()
+            && config.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !prefix_ok {
+            return Err(ConnectError::BadPrefix(config.topic_prefix.clone()));
+        }
+        let (bootstrap, embedded) = match &config.brokers {
+            Some(brokers) => (brokers.clone(), None),
+            None => {
+                // Three brokers, as a small real cluster would have.
+                let mock = MockCluster::new(3).map_err(ConnectError::Embedded)?;
+                (mock.bootstrap_servers(), Some(mock))
+            }
+        };
+        Ok(Self { bootstrap, config: config.clone(), embedded })
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// The full name of `T`'s topic under the configured prefix.
+    pub fn topic<T: Record>(&self) -> String {
+        self.topic_named(T::TOPIC)
+    }
+
+    /// `<prefix>.<suffix>`.
+    pub fn topic_named(&self, suffix: &str) -> String {
+        format!("{}.{}", self.config.topic_prefix, suffix)
+    }
+
+    /// Base client configuration: bootstrap servers, then the pass-through properties
+    /// (which win, so an operator can override anything).
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.config.librdkafka {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A producer that never duplicates or reorders within a partition and compresses.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            // A few milliseconds of batching cost nothing at 1 Hz per instance and
+            // multiply throughput for a fleet.
+            .set("linger.ms", "5");
+        for (k, v) in &self.config.librdkafka {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A consumer that reads committed records only and never commits on its own.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", group)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        for (k, v) in &self.config.librdkafka {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Creates the topics that do not exist yet; existing ones are left as they are.
+    pub async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<(), ConnectError> {
+        if let Some(mock) = &self.embedded {
+            for spec in specs {
+                mock.create_topic(&spec.name, spec.partitions, 1)
+                    .map_err(|source| ConnectError::CreateTopic { topic: spec.name.clone(), source })?;
+            }
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .map_err(|source| ConnectError::CreateTopic { topic: specs_names(specs), source })?;
+        let new_topics: Vec<NewTopic> = specs
+            .iter()
+            .map(|s| {
+                let t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(-1));
+                match s.retention {
+                    Retention::Log => t,
+                    Retention::Compacted => t.set("cleanup.policy", "compact"),
+                }
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(&new_topics, &opts)
+            .await
+            .map_err(|source| ConnectError::CreateTopic { topic: specs_names(specs), source })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(ConnectError::CreateTopicRefused { topic, code }),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn specs_names(specs: &[TopicSpec]) -> String {
+    specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// The Kafka flags every Kafka-facing command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers HOST:PORT[,...]; absent: an in-process mock cluster
+    /// (zero setup, for trying things out; it does not hide aborted transactions).
+    #[arg(long, env = "AUGUR_BROKERS", value_name = "HOST:PORT[,...]")]
+    pub brokers: Option<String>,
+    /// Prefix of every topic name: P.telemetry, P.alerts, ...
+    #[arg(long, env = "AUGUR_TOPIC_PREFIX", default_value = "augur", value_name = "P")]
+    pub topic_prefix: String,
+    /// A librdkafka client property passed through unchanged (repeatable), e.g.
+    /// `--librdkafka security.protocol=SASL_SSL`.
+    #[arg(long = "librdkafka", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub librdkafka: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            librdkafka: self.librdkafka.iter().cloned().collect(),
+        }
+    }
+}
+
+/// Parses `KEY=VALUE` for repeatable flags.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
