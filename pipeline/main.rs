@@ -1,1 +1,77 @@
-fn main() {}
+//! The `augur` command: parses the command line, sets up logging and hands over to
+//! the library stage it names.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Predicts failures of application instances from their telemetry and adjusts their
+/// resources before they fail.
+#[derive(Debug, Parser)]
+#[command(name = "augur", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "AUGUR_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the records of a topic as JSON lines.
+    Tail(augur::tail::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line that names what is wrong; the usage is one --help away.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+
+    // The agent runs beside the workload it watches: one thread keeps its footprint small.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    .context("starting the async runtime")?;
+
+    runtime.block_on(async move {
+        let shutdown = augur::shutdown::on_signals();
+        match cli.command {
+            Command::Tail(args) => {
+                let summary = augur::tail::run(args, shutdown, &mut std::io::stdout().lock()).await?;
+                tracing::info!(printed = summary.printed, undecodable = summary.undecodable, "tail stopped");
+            }
+        }
+        Ok(())
+    })
+}

@@ -267,3 +267,27 @@ fn every_shipped_schema_parses() {
         Schema::parse_str(schema).unwrap_or_else(|e| panic!("{e}: {schema}"));
     }
 }
+
+#[test]
+fn canonical_forms_agree_with_other_avro_implementations() {
+    // apache-avro keeps `{"type":"long"}` in the canonical form of a primitive that
+    // carried extra attributes (e.g. a logicalType), where the specification and
+    // every other implementation reduce it to `"long"`; the fingerprint would then
+    // differ. The shipped schemas avoid such attributes; this keeps it so.
+    for schema in [
+        TelemetrySample::SCHEMA,
+        Alert::SCHEMA,
+        Adjustment::SCHEMA,
+        Actuation::SCHEMA,
+        FailureSignature::SCHEMA,
+        FeedbackOutcome::SCHEMA,
+        ModelAnnouncement::SCHEMA,
+        DeadLetter::SCHEMA,
+    ] {
+        let canonical = Schema::parse_str(schema).unwrap().canonical_form();
+        for primitive in ["null", "boolean", "int", "long", "float", "double", "bytes", "string"] {
+            let wrapped = format!("{{\"type\":\"{primitive}\"}}");
+            assert!(!canonical.contains(&wrapped), "{wrapped} in the canonical form of {schema}");
+        }
+    }
+}

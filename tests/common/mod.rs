@@ -1,0 +1,141 @@
+//! Fixtures shared by the integration tests: one real Apache Kafka broker per test
+//! run, unique names, and the `augur` binary.
+//!
+//! The broker comes from `KAFKA_BOOTSTRAP` when set; otherwise `scripts/kafka start`
+//! fetches Apache Kafka from Maven Central (cached) and starts a KRaft broker on
+//! loopback, watched by this process's pid so it stops when the tests end. A test that
+//! needs a broker and cannot have one fails with the reason; it never skips.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rand::distr::{Alphanumeric, SampleString};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The bootstrap address of the run's broker, starting it on first use.
+pub fn bootstrap() -> &'static str {
+    static BOOTSTRAP: OnceLock<String> = OnceLock::new();
+    BOOTSTRAP.get_or_init(|| {
+        if let Ok(given) = std::env::var("KAFKA_BOOTSTRAP") {
+            if !given.trim().is_empty() {
+                return given;
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("augur-test-kafka-{}", std::process::id()));
+        let out = Command::new(repo_root().join("scripts/kafka"))
+            .args(["start", "--dir"])
+            .arg(&dir)
+            .args(["--watch-pid", &std::process::id().to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run scripts/kafka start (a real Apache Kafka broker is required; set KAFKA_BOOTSTRAP to use another): {e}"));
+        assert!(
+            out.status.success(),
+            "scripts/kafka start failed ({}); the integration tests need a real Apache Kafka broker. \
+             Set KAFKA_BOOTSTRAP=HOST:PORT to use a running one.",
+            out.status
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let address = stdout.lines().last().unwrap_or_default().trim().to_owned();
+        assert!(address.contains(':'), "scripts/kafka start printed no bootstrap address: {stdout:?}");
+        address
+    })
+}
+
+/// A name no other test (or earlier run) uses: topics, groups, transactional ids.
+pub fn unique(prefix: &str) -> String {
+    let suffix = Alphanumeric.sample_string(&mut rand::rng(), 10).to_lowercase();
+    format!("{prefix}-{suffix}")
+}
+
+/// The `augur` binary built for this test run.
+pub fn augur() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_augur"));
+    c.env("RUST_LOG", "info,rdkafka=warn");
+    c
+}
+
+/// Runs a command to completion, failing the test with its output if it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Reads every committed record of `topic` that exists now (up to each partition's
+/// high watermark), in partition order.
+pub fn read_all(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).expect("metadata");
+    let t = metadata.topics().iter().find(|t| t.name() == topic).expect("topic in metadata");
+    assert!(t.error().is_none(), "topic {topic}: {:?}", t.error());
+    let mut out = Vec::new();
+    for p in t.partitions() {
+        let (low, high) =
+            consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(30)).expect("watermarks");
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p.id(), Offset::Offset(low)).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut next = low;
+        while next < high {
+            match consumer.poll(Duration::from_secs(30)) {
+                Some(Ok(m)) => {
+                    next = m.offset() + 1;
+                    out.push(m.detach());
+                }
+                Some(Err(e)) => panic!("reading {topic}/{}: {e}", p.id()),
+                None => panic!("no record from {topic}/{} at offset {next} below high watermark {high} within 30 s", p.id()),
+            }
+        }
+    }
+    out
+}
+
+/// A Python interpreter with the given PyPI packages, in a virtual environment cached
+/// under `~/.cache/augur` (created on first use).
+pub fn python_with(packages: &[&str]) -> PathBuf {
+    let cache = std::env::var_os("AUGUR_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/augur"));
+    let venv = cache.join("venv-tests");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        run_ok(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    }
+    let missing = !Command::new(&python)
+        .arg("-c")
+        .arg(packages.iter().map(|p| format!("import {p}")).collect::<Vec<_>>().join(";"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if missing {
+        run_ok(Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(packages));
+    }
+    python
+}
