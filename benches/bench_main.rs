@@ -1,1 +1,8 @@
-fn main() {}
+//! Criterion benchmarks, one module per subject: `cargo bench --bench bench_main`.
+
+use criterion::criterion_main;
+
+mod codec;
+mod dtw;
+
+criterion_main!(codec::benches, dtw::benches);

@@ -5,7 +5,11 @@
 //! frames every record of the wire contract in `schemas/`, [`kafka`] connects the
 //! stages, [`tail`] reads any topic back for people and scripts.
 
+pub mod agent;
 pub mod codec;
+pub mod demo;
+pub mod detect;
 pub mod kafka;
 pub mod shutdown;
+pub mod simulate;
 pub mod tail;

@@ -1,6 +1,7 @@
 //! The `augur` command: parses the command line, sets up logging and hands over to
 //! the library stage it names.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -27,6 +28,12 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole loop in one process on a simulated fleet (embedded cluster by default).
+    Demo(augur::demo::Args),
+    /// Sample this machine or container and publish its telemetry.
+    Agent(augur::agent::Args),
+    /// Simulate a fleet of instances with injected failures and publish its telemetry.
+    Simulate(augur::simulate::Args),
     /// Print the records of a topic as JSON lines.
     Tail(augur::tail::Args),
 }
@@ -54,19 +61,38 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for people: a pipe or a file gets plain text that grep can read.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
 
-    // The agent runs beside the workload it watches: one thread keeps its footprint small.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    let runtime = match cli.command {
+        // The agent runs beside the workload it watches: one thread keeps its footprint small.
+        Command::Agent(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    }
     .context("starting the async runtime")?;
 
     runtime.block_on(async move {
         let shutdown = augur::shutdown::on_signals();
         match cli.command {
+            Command::Demo(args) => {
+                let report = augur::demo::run(args, shutdown).await?;
+                print!("{report}");
+            }
+            Command::Agent(args) => {
+                augur::agent::run(args, shutdown).await?;
+            }
+            Command::Simulate(args) => {
+                let summary = augur::simulate::run(args, shutdown).await?;
+                // The last line of stdout is the summary, for scripts.
+                println!("{}", serde_json::to_string(&summary)?);
+            }
             Command::Tail(args) => {
                 let summary = augur::tail::run(args, shutdown, &mut std::io::stdout().lock()).await?;
                 tracing::info!(printed = summary.printed, undecodable = summary.undecodable, "tail stopped");

@@ -7,6 +7,7 @@
 //! reports every delivery failure (nothing is dropped silently).
 
 mod publisher;
+pub mod reader;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,0 +1,123 @@
+//! Reads a topic from given offsets up to the high watermarks seen at the start: the
+//! bounded replay that the demo's read-back, signature extraction and window rebuilds
+//! share.
+//!
+//! In: a consumer configuration and a topic. Out: every committed record below each
+//! partition's high watermark (as of the call), partition by partition, handed to a
+//! callback. Joins no consumer group and commits nothing.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// How long one metadata, watermark or poll call may take before the read fails.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// One poll: short, so a partition that ends in transaction markers is left soon.
+const POLL_SLICE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading {topic}: {source}")]
+    Kafka {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("topic {0} does not exist")]
+    NoTopic(String),
+    #[error("{topic}/{partition}: no record at offset {offset} below the high watermark {high} within {CALL_TIMEOUT:?}")]
+    Stalled { topic: String, partition: i32, offset: i64, high: i64 },
+}
+
+/// Where each partition's read starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// The oldest retained record.
+    Beginning,
+    /// The first record with a timestamp at or after this event time (epoch ms).
+    Time(i64),
+}
+
+/// Reads `topic` from `start` to the high watermarks as they are now, calling `each`
+/// for every record; returns the number of records read. Blocking: call it from a
+/// blocking thread (`spawn_blocking`) in async code.
+pub fn read_to_end(
+    config: &ClientConfig,
+    topic: &str,
+    start: Start,
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<u64, ReadError> {
+    let err = |source| ReadError::Kafka { topic: topic.to_owned(), source };
+    let mut config = config.clone();
+    config
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        // Required by librdkafka for assign(); never used to commit.
+        .set("group.id", "augur-reader");
+    let consumer: BaseConsumer = config.create().map_err(err)?;
+    let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT).map_err(err)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .filter(|p: &Vec<i32>| !p.is_empty())
+        .ok_or_else(|| ReadError::NoTopic(topic.to_owned()))?;
+
+    let mut read = 0;
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT).map_err(err)?;
+        let from = match start {
+            Start::Beginning => low,
+            Start::Time(t) => {
+                let mut query = TopicPartitionList::new();
+                query.add_partition_offset(topic, partition, Offset::Offset(t)).map_err(err)?;
+                let found = consumer.offsets_for_times(query, CALL_TIMEOUT).map_err(err)?;
+                match found.find_partition(topic, partition).map(|p| p.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    // No record at or after `t`: nothing to read in this partition.
+                    _ => high,
+                }
+            }
+        };
+        if from >= high {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from)).map_err(err)?;
+        consumer.assign(&tpl).map_err(err)?;
+        let mut next = from;
+        let mut waited = Duration::ZERO;
+        while next < high {
+            match consumer.poll(POLL_SLICE) {
+                Some(Ok(m)) => {
+                    waited = Duration::ZERO;
+                    next = m.offset() + 1;
+                    if m.offset() < high {
+                        each(&m);
+                        read += 1;
+                    }
+                }
+                Some(Err(source)) => return Err(err(source)),
+                // Under read_committed the last offsets below the watermark may be
+                // transaction markers or aborted records, never delivered; the
+                // consumer's position says whether it has passed them.
+                None => {
+                    let position = consumer.position().map_err(err)?;
+                    if let Some(Offset::Offset(p)) = position.find_partition(topic, partition).map(|p| p.offset()) {
+                        next = next.max(p);
+                    }
+                    waited += POLL_SLICE;
+                    if next < high && waited >= CALL_TIMEOUT {
+                        return Err(ReadError::Stalled { topic: topic.to_owned(), partition, offset: next, high });
+                    }
+                }
+            }
+        }
+    }
+    Ok(read)
+}

@@ -1,0 +1,8 @@
+//! Integration tests against a real Apache Kafka broker (see `tests/common`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod agent;
+mod simulate;
+mod tail;
