@@ -13,3 +13,4 @@ pub mod kafka;
 pub mod shutdown;
 pub mod simulate;
 pub mod tail;
+pub mod window;
