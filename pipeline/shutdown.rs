@@ -8,31 +8,31 @@ use tokio_util::sync::CancellationToken;
 
 /// A token cancelled by the first SIGTERM or SIGINT.
 pub fn on_signals() -> CancellationToken {
+    use tokio::signal::unix::{signal, SignalKind};
     let token = CancellationToken::new();
     let cancel = token.clone();
+    // The listeners are made once and kept: a listener made after a signal arrived
+    // can report that same signal again, which would turn one SIGTERM into two.
+    let listeners = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
     tokio::spawn(async move {
-        wait_for_signal().await;
+        let (Ok(mut term), Ok(mut int)) = listeners else {
+            // Without signal handlers (never on Linux), fall back to Ctrl-C only.
+            let _ = tokio::signal::ctrl_c().await;
+            cancel.cancel();
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         tracing::info!("shutdown requested; a second signal exits immediately");
         cancel.cancel();
-        wait_for_signal().await;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
     token
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        // Without signal handlers (never on Linux), fall back to Ctrl-C only.
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -284,7 +284,7 @@ fn fill_metrics(metrics: &mut Vec<Metric>, readings: &Readings) {
 }
 
 /// The host name as the kernel knows it (of this UTS namespace: a pod's name in Kubernetes).
-fn host_name() -> std::io::Result<String> {
+pub(crate) fn host_name() -> std::io::Result<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
     let name = name.trim();
     if name.is_empty() {

@@ -1,6 +1,232 @@
-//! Detection: an instance's telemetry windows in, evidence of a coming failure out.
-//! [`dtw`] matches windows against the library of failure signatures; [`confidence`]
-//! turns a distance into a confidence 0..1.
+//! `augur detect`: telemetry in, alerts out, exactly once.
+//!
+//! In: `<prefix>.telemetry`, shared by every member of the consumer group `--group`,
+//! and the failure-signature table `<prefix>.signatures`, which every member loads
+//! whole and follows. Out: `<prefix>.alerts` (signature matches, instances gone
+//! offline or recovered) and `<prefix>.dlq` (records that do not decode or are out of
+//! bounds, with the reason), written in one Kafka transaction with the consumed
+//! offsets. Outputs are a deterministic function of each partition's records, so a
+//! detector killed and restarted any number of times emits exactly the records of one
+//! that never stopped.
+//!
+//! [`dtw`] is the matching kernel, [`matcher`] applies it to a window, [`confidence`]
+//! turns a distance into 0..1, [`validate`] admits records, [`partition`] processes
+//! one partition, [`engine`] is the Kafka loop.
 
 pub mod confidence;
 pub mod dtw;
+pub mod engine;
+pub mod matcher;
+pub mod partition;
+pub mod validate;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{Alert, Codec, DeadLetter, FailureSignature, TelemetrySample};
+use crate::kafka::{Cluster, ConnectError, KafkaArgs, Retention, TopicSpec};
+use crate::signatures::SignatureTable;
+use crate::window::liveness::LivenessConfig;
+use crate::window::{WindowConfig, WindowError, Windows};
+use engine::{EngineConfig, EngineError, Signatures, Totals};
+use matcher::Matcher;
+use partition::Shared;
+
+/// Sakoe-Chiba radius of signature matching, in window steps: a minute of warp at the
+/// default 10 s step, enough for failures that develop a little faster or slower.
+pub const DTW_RADIUS: usize = 6;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Consumer group; offsets are committed under it, so any Kafka admin tool reads the lag.
+    #[arg(long, env = "AUGUR_GROUP", default_value = "augur-detect", value_name = "G")]
+    pub group: String,
+    /// This replica's stable name (a pod name): its transactional id is
+    /// `augur-detect.<group>.<replica-id>`, so a restarted replica fences its previous
+    /// self. Two live replicas must not share it. [default: the host name]
+    #[arg(long, env = "AUGUR_REPLICA_ID", value_name = "NAME")]
+    pub replica_id: Option<String>,
+    /// Threads that process partitions [default: the cores this process may use].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
+    /// Points of a window (its length is points × step).
+    #[arg(long, default_value = "64", value_name = "N")]
+    pub points: usize,
+    /// Time between two points of a window.
+    #[arg(long, default_value = "10s", value_name = "D", value_parser = humantime::parse_duration)]
+    pub step: Duration,
+    /// Windows close every hop of event time, at multiples of it.
+    #[arg(long, default_value = "1m", value_name = "D", value_parser = humantime::parse_duration)]
+    pub hop: Duration,
+    /// How late (behind the instance's newest sample) a sample may arrive and still be placed.
+    #[arg(long, default_value = "30s", value_name = "D", value_parser = humantime::parse_duration)]
+    pub lateness: Duration,
+    /// An instance silent this long (in event time) is forgotten.
+    #[arg(long, default_value = "30m", value_name = "D", value_parser = humantime::parse_duration)]
+    pub idle_expiry: Duration,
+    /// A sample further ahead of its partition's event time than this goes to the DLQ.
+    #[arg(long, default_value = "1h", value_name = "D", value_parser = humantime::parse_duration)]
+    pub max_future: Duration,
+    /// Records per transaction at most.
+    #[arg(long, default_value = "5000", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub batch_max: u32,
+    /// How long a batch collects records before it is processed.
+    #[arg(long, default_value = "200ms", value_name = "D", value_parser = humantime::parse_duration)]
+    pub batch_wait: Duration,
+    /// Partitions of the topics this command creates (telemetry, alerts).
+    #[arg(long, default_value = "6", value_name = "N", value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub partitions: i32,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Window(#[from] WindowError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("signature table: {0}")]
+    Signatures(String),
+    #[error("cannot tell the host name ({0}); pass --replica-id")]
+    HostName(#[source] std::io::Error),
+    #[error("the detector thread failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Args {
+    pub fn window_config(&self) -> Result<WindowConfig, WindowError> {
+        let config = WindowConfig {
+            step_ms: self.step.as_millis() as i64,
+            points: self.points,
+            hop_ms: self.hop.as_millis() as i64,
+            lateness_ms: self.lateness.as_millis() as i64,
+            idle_expiry_ms: self.idle_expiry.as_millis() as i64,
+            ..WindowConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs a detector until `shutdown`.
+pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Totals, DetectError> {
+    let window = args.window_config()?;
+    let replica_id = match &args.replica_id {
+        Some(r) => r.clone(),
+        None => crate::agent::host_name().map_err(DetectError::HostName)?,
+    };
+    let cluster = Cluster::open(&args.kafka.config())?;
+    let telemetry = cluster.topic::<TelemetrySample>();
+    cluster
+        .ensure_topics(&[
+            TopicSpec { name: telemetry.clone(), partitions: args.partitions, retention: Retention::Log },
+            TopicSpec { name: cluster.topic::<Alert>(), partitions: args.partitions, retention: Retention::Log },
+            TopicSpec { name: cluster.topic::<DeadLetter>(), partitions: 1, retention: Retention::Log },
+            TopicSpec { name: cluster.topic::<FailureSignature>(), partitions: 1, retention: Retention::Compacted },
+        ])
+        .await?;
+    let table = SignatureTable::follow(&cluster, shutdown.clone())
+        .await
+        .map_err(|e| DetectError::Signatures(e.to_string()))?;
+
+    let liveness = LivenessConfig::default();
+    // Both the windows and the liveness detector must come out of a replay as they were;
+    // the liveness detector's history is counted in reports, assumed one per step.
+    let lookback_ms = window.lookback_ms().max(liveness.lookback_ms(window.step_ms, window.idle_expiry_ms));
+    let shared = Arc::new(Shared {
+        windows: Windows::new(window.clone()),
+        codec: Codec::new(),
+        telemetry_topic: telemetry.clone(),
+        hop_ms: window.hop_ms,
+        lookback_ms,
+        idle_expiry_ms: window.idle_expiry_ms,
+        max_future_ms: args.max_future.as_millis() as i64,
+        liveness,
+    });
+    let signatures = Arc::new(TableSignatures { table, window: window.clone(), cache: Mutex::new(None) });
+    let m = signatures.matcher();
+    for s in m.skipped() {
+        tracing::warn!(signature = %s.key, reason = %s.reason, "signature not used");
+    }
+    tracing::info!(signatures = m.len(), lookback_s = lookback_ms / 1000, "signature table loaded");
+
+    let mut consumer = cluster.consumer_config(&args.group);
+    set_default(&mut consumer, "partition.assignment.strategy", "cooperative-sticky");
+    // A killed replica's partitions move after this long; Kafka's floor is 6 s.
+    set_default(&mut consumer, "session.timeout.ms", "10000");
+    set_default(&mut consumer, "allow.auto.create.topics", "false");
+    let mut producer = cluster.producer_config();
+    producer.set("transactional.id", format!("augur-detect.{}.{replica_id}", args.group));
+    set_default(&mut producer, "transaction.timeout.ms", "60000");
+    let config = EngineConfig {
+        consumer,
+        producer,
+        replay: cluster.client_config(),
+        telemetry_topic: telemetry,
+        alerts_topic: cluster.topic::<Alert>(),
+        dlq_topic: cluster.topic::<DeadLetter>(),
+        replica_id,
+        threads: args.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |t| usize::from(t),
+        ),
+        batch_max: args.batch_max as usize,
+        batch_wait: args.batch_wait,
+        dtw_radius: DTW_RADIUS,
+        report_every: Duration::from_secs(10),
+    };
+    let totals = tokio::task::spawn_blocking(move || engine::run(config, shared, signatures, shutdown)).await??;
+    tracing::info!(
+        records = totals.counters.records,
+        alerts = totals.counters.alerts,
+        dead = totals.counters.dead,
+        transactions = totals.transactions,
+        aborts = totals.aborts,
+        "detector stopped"
+    );
+    drop(cluster);
+    Ok(totals)
+}
+
+fn set_default(config: &mut rdkafka::config::ClientConfig, key: &str, value: &str) {
+    if config.get(key).is_none() {
+        config.set(key, value);
+    }
+}
+
+/// The signature table as the engine sees it: a matcher rebuilt when the table changes.
+struct TableSignatures {
+    table: SignatureTable,
+    window: WindowConfig,
+    cache: Mutex<Option<(u64, Arc<Matcher>)>>,
+}
+
+impl Signatures for TableSignatures {
+    fn version(&self) -> u64 {
+        self.table.version()
+    }
+
+    fn matcher(&self) -> Arc<Matcher> {
+        let current = self.table.current();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, m)) = cache.as_ref() {
+            if *v == current.version {
+                return m.clone();
+            }
+        }
+        let m = Arc::new(Matcher::build(
+            &current.signatures,
+            &self.window.features,
+            self.window.step_ms,
+            self.window.points,
+            DTW_RADIUS,
+        ));
+        *cache = Some((current.version, m.clone()));
+        m
+    }
+}

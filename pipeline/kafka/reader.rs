@@ -40,6 +40,8 @@ pub enum Start {
     Beginning,
     /// The first record with a timestamp at or after this event time (epoch ms).
     Time(i64),
+    /// This offset (or the oldest retained, if that is later).
+    Offset(i64),
 }
 
 /// Reads `topic` from `start` to the high watermarks as they are now, calling `each`
@@ -52,13 +54,7 @@ pub fn read_to_end(
     mut each: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<u64, ReadError> {
     let err = |source| ReadError::Kafka { topic: topic.to_owned(), source };
-    let mut config = config.clone();
-    config
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        // Required by librdkafka for assign(); never used to commit.
-        .set("group.id", "augur-reader");
-    let consumer: BaseConsumer = config.create().map_err(err)?;
+    let consumer = self::consumer(config).map_err(err)?;
     let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT).map_err(err)?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -70,54 +66,84 @@ pub fn read_to_end(
 
     let mut read = 0;
     for partition in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT).map_err(err)?;
-        let from = match start {
-            Start::Beginning => low,
-            Start::Time(t) => {
-                let mut query = TopicPartitionList::new();
-                query.add_partition_offset(topic, partition, Offset::Offset(t)).map_err(err)?;
-                let found = consumer.offsets_for_times(query, CALL_TIMEOUT).map_err(err)?;
-                match found.find_partition(topic, partition).map(|p| p.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    // No record at or after `t`: nothing to read in this partition.
-                    _ => high,
+        read += read_partition(&consumer, topic, partition, start, None, &mut each)?;
+    }
+    Ok(read)
+}
+
+/// Reads one partition of `topic` from `start` up to `until` (exclusive; `None`: the
+/// high watermark as it is now) with a consumer that belongs to no group, calling `each`
+/// for every committed record; returns the number read. Blocking.
+pub fn read_partition<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    start: Start,
+    until: Option<i64>,
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<u64, ReadError> {
+    let err = |source| ReadError::Kafka { topic: topic.to_owned(), source };
+    let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT).map_err(err)?;
+    let high = until.map_or(high, |u| u.min(high));
+    let from = match start {
+        Start::Beginning => low,
+        Start::Offset(o) => o.max(low),
+        Start::Time(t) => {
+            let mut query = TopicPartitionList::new();
+            query.add_partition_offset(topic, partition, Offset::Offset(t)).map_err(err)?;
+            let found = consumer.offsets_for_times(query, CALL_TIMEOUT).map_err(err)?;
+            match found.find_partition(topic, partition).map(|p| p.offset()) {
+                Some(Offset::Offset(o)) => o,
+                // No record at or after `t`: nothing to read in this partition.
+                _ => high,
+            }
+        }
+    };
+    if from >= high {
+        return Ok(0);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from)).map_err(err)?;
+    consumer.assign(&tpl).map_err(err)?;
+    let mut read = 0;
+    let mut next = from;
+    let mut waited = Duration::ZERO;
+    while next < high {
+        match consumer.poll(POLL_SLICE) {
+            Some(Ok(m)) => {
+                waited = Duration::ZERO;
+                next = m.offset() + 1;
+                if m.offset() < high {
+                    each(&m);
+                    read += 1;
                 }
             }
-        };
-        if from >= high {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(from)).map_err(err)?;
-        consumer.assign(&tpl).map_err(err)?;
-        let mut next = from;
-        let mut waited = Duration::ZERO;
-        while next < high {
-            match consumer.poll(POLL_SLICE) {
-                Some(Ok(m)) => {
-                    waited = Duration::ZERO;
-                    next = m.offset() + 1;
-                    if m.offset() < high {
-                        each(&m);
-                        read += 1;
-                    }
+            Some(Err(source)) => return Err(err(source)),
+            // Under read_committed the last offsets below the watermark may be
+            // transaction markers or aborted records, never delivered; the
+            // consumer's position says whether it has passed them.
+            None => {
+                let position = consumer.position().map_err(err)?;
+                if let Some(Offset::Offset(p)) = position.find_partition(topic, partition).map(|p| p.offset()) {
+                    next = next.max(p);
                 }
-                Some(Err(source)) => return Err(err(source)),
-                // Under read_committed the last offsets below the watermark may be
-                // transaction markers or aborted records, never delivered; the
-                // consumer's position says whether it has passed them.
-                None => {
-                    let position = consumer.position().map_err(err)?;
-                    if let Some(Offset::Offset(p)) = position.find_partition(topic, partition).map(|p| p.offset()) {
-                        next = next.max(p);
-                    }
-                    waited += POLL_SLICE;
-                    if next < high && waited >= CALL_TIMEOUT {
-                        return Err(ReadError::Stalled { topic: topic.to_owned(), partition, offset: next, high });
-                    }
+                waited += POLL_SLICE;
+                if next < high && waited >= CALL_TIMEOUT {
+                    return Err(ReadError::Stalled { topic: topic.to_owned(), partition, offset: next, high });
                 }
             }
         }
     }
     Ok(read)
+}
+
+/// A consumer for [`read_partition`]: reads committed records, belongs to no group.
+pub fn consumer(config: &ClientConfig) -> Result<BaseConsumer, KafkaError> {
+    let mut config = config.clone();
+    config
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        // Required by librdkafka for assign(); never used to commit.
+        .set("group.id", "augur-reader");
+    config.create()
 }

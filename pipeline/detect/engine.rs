@@ -1,0 +1,523 @@
+//! The detector's Kafka loop: a consumer-group member over the telemetry topic that
+//! writes its alerts, dead letters and consumed offsets in one transaction per batch.
+//!
+//! In: records of the partitions the group assigns to this member
+//! (`read_committed`, cooperative-sticky, no auto-commit). Out: per batch, one Kafka
+//! transaction holding the alerts, the dead letters and the offsets after the last
+//! record of each partition (`send_offsets_to_transaction` with the group's
+//! metadata) — the only place offsets are committed.
+//!
+//! A rebalance is a state boundary. Revoked partitions lose their windows and state,
+//! and records of theirs polled but not yet processed are dropped (the next owner
+//! reads them from the committed offset). Assigned partitions are rebuilt before any
+//! of their records is processed: the lookback before the committed offset is
+//! replayed through the same processing with its outputs discarded. No transaction is
+//! open while the consumer polls, so a rebalance never finds one half done. A batch
+//! whose transaction aborts is rebuilt the same way and read again.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{Alert, Codec, DeadLetter};
+use crate::detect::dtw::Dtw;
+use crate::detect::matcher::Matcher;
+use crate::detect::partition::{Counters, Input, Output, PartitionState, Shared};
+use crate::kafka::reader::{self, Start};
+
+/// How long a Kafka call of the loop may block before it counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("the transactional producer was fenced or failed fatally (another detector with replica id {replica} started?): {source}")]
+    Fatal {
+        replica: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("rebuilding partition {partition} by replay failed: {reason}")]
+    Replay { partition: i32, reason: String },
+    #[error("encoding an output record: {0}")]
+    Encode(#[from] crate::codec::CodecError),
+}
+
+/// What the loop needs besides the shared processing state.
+pub struct EngineConfig {
+    pub consumer: ClientConfig,
+    pub producer: ClientConfig,
+    /// Client configuration for the replays that rebuild assigned partitions.
+    pub replay: ClientConfig,
+    pub telemetry_topic: String,
+    pub alerts_topic: String,
+    pub dlq_topic: String,
+    pub replica_id: String,
+    pub threads: usize,
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+    pub dtw_radius: usize,
+    /// How often a progress line is logged.
+    pub report_every: Duration,
+}
+
+/// The matcher in use and a way to learn that the signature table changed.
+pub trait Signatures: Send + Sync {
+    /// A version that changes whenever the table does.
+    fn version(&self) -> u64;
+    /// The matcher for the current table.
+    fn matcher(&self) -> Arc<Matcher>;
+}
+
+/// Totals of a run, for the summary line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub counters: Counters,
+    pub transactions: u64,
+    pub aborts: u64,
+    pub rebalances: u64,
+}
+
+struct Ctx {
+    shared: Arc<Shared>,
+    states: Mutex<BTreeMap<i32, PartitionState>>,
+    matcher: RwLock<Arc<Matcher>>,
+    replay: ClientConfig,
+    topic: String,
+    radius: usize,
+    /// Partitions revoked or assigned during the current poll.
+    changed: Mutex<Vec<i32>>,
+    failure: Mutex<Option<EngineError>>,
+    rebalances: Mutex<u64>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let partitions = partitions_of(tpl, &self.topic);
+            let mut states = lock(&self.states);
+            for &p in &partitions {
+                self.shared.windows.drop_partition(p);
+                states.remove(&p);
+            }
+            tracing::info!(?partitions, "partitions revoked; their windows are dropped");
+            lock(&self.changed).extend(partitions);
+            *lock(&self.rebalances) += 1;
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let partitions = partitions_of(tpl, &self.topic);
+            *lock(&self.rebalances) += 1;
+            if partitions.is_empty() {
+                return;
+            }
+            if let Err(e) = self.rebuild(consumer, &partitions) {
+                *lock(&self.failure) = Some(e);
+            }
+            lock(&self.changed).extend(partitions);
+        }
+    }
+}
+
+impl Ctx {
+    /// Replays the lookback before each partition's committed offset into fresh state.
+    fn rebuild(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> Result<(), EngineError> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let committed = consumer.committed_offsets(tpl, CALL_TIMEOUT)?;
+        let matcher = read(&self.matcher).clone();
+        let reader = reader::consumer(&self.replay)?;
+        let mut dtw = Dtw::new(self.radius);
+        for &p in partitions {
+            self.shared.windows.drop_partition(p);
+            let mut state = PartitionState::new(p, &self.shared);
+            let resume = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o > 0 => Some(o),
+                _ => None,
+            };
+            let began = Instant::now();
+            let mut replayed = 0;
+            if let Some(resume) = resume {
+                state.begin_replay();
+                replayed = self.replay_into(&reader, &mut state, &matcher, &mut dtw, resume)?;
+                state.finish_replay(&self.shared, &matcher, &mut dtw);
+            }
+            tracing::info!(partition = p, ?resume, replayed, took_ms = began.elapsed().as_millis() as u64, "partition rebuilt");
+            lock(&self.states).insert(p, state);
+        }
+        Ok(())
+    }
+
+    fn replay_into(
+        &self,
+        reader: &BaseConsumer,
+        state: &mut PartitionState,
+        matcher: &Matcher,
+        dtw: &mut Dtw,
+        resume: i64,
+    ) -> Result<u64, EngineError> {
+        let p = state.partition();
+        let fail = |e: reader::ReadError| EngineError::Replay { partition: p, reason: e.to_string() };
+        // The event time at the resume point: that of the last records before it (a few,
+        // since the very last offsets may be transaction markers).
+        let mut resume_ms = None;
+        reader::read_partition(reader, &self.topic, p, Start::Offset(resume - 16), Some(resume), |m| {
+            if let Some(t) = m.timestamp().to_millis() {
+                resume_ms = Some(resume_ms.map_or(t, |r: i64| r.max(t)));
+            }
+        })
+        .map_err(fail)?;
+        let Some(resume_ms) = resume_ms else { return Ok(0) };
+        let mut discard = Vec::new();
+        let mut n = 0;
+        let from = Start::Time(resume_ms - self.shared.lookback_ms);
+        reader::read_partition(reader, &self.topic, p, from, Some(resume), |m| {
+            state.process(&self.shared, matcher, dtw, input(m), &mut discard);
+            discard.clear();
+            n += 1;
+        })
+        .map_err(fail)?;
+        Ok(n)
+    }
+}
+
+fn input<'a>(m: &'a BorrowedMessage<'_>) -> Input<'a> {
+    Input { offset: m.offset(), key: m.key(), payload: m.payload(), timestamp_ms: m.timestamp().to_millis() }
+}
+
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect()
+}
+
+/// A poisoned lock means a thread panicked mid-update; the state is still usable for
+/// the counters and maps kept here, and the panic itself is reported where it happened.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the loop until `shutdown`; blocking (run it on a thread of its own).
+pub fn run(
+    config: EngineConfig,
+    shared: Arc<Shared>,
+    signatures: Arc<dyn Signatures>,
+    shutdown: CancellationToken,
+) -> Result<Totals, EngineError> {
+    let ctx = Ctx {
+        shared: shared.clone(),
+        states: Mutex::new(BTreeMap::new()),
+        matcher: RwLock::new(signatures.matcher()),
+        replay: config.replay.clone(),
+        topic: config.telemetry_topic.clone(),
+        radius: config.dtw_radius,
+        changed: Mutex::new(Vec::new()),
+        failure: Mutex::new(None),
+        rebalances: Mutex::new(0),
+    };
+    let mut seen_version = signatures.version();
+    let consumer: BaseConsumer<Ctx> = config.consumer.create_with_context(ctx)?;
+    let producer: BaseProducer = config.producer.create()?;
+    producer.init_transactions(CALL_TIMEOUT).map_err(|e| fatal(&config, e))?;
+    consumer.subscribe(&[&config.telemetry_topic])?;
+    tracing::info!(topic = %config.telemetry_topic, replica = %config.replica_id, threads = config.threads, "detecting");
+
+    let mut dtws: Vec<Dtw> = (0..config.threads.max(1)).map(|_| Dtw::new(config.dtw_radius)).collect();
+    let mut totals = Totals::default();
+    let mut last_report = Instant::now();
+    let alert_codec = Codec::<Alert>::new();
+    let dead_codec = Codec::<DeadLetter>::new();
+
+    while !shutdown.is_cancelled() {
+        if signatures.version() != seen_version {
+            seen_version = signatures.version();
+            let m = signatures.matcher();
+            tracing::info!(signatures = m.len(), skipped = m.skipped().len(), "signature table changed");
+            *consumer.context().matcher.write().unwrap_or_else(|p| p.into_inner()) = m;
+        }
+
+        // Collect a batch; no transaction is open while polling.
+        let mut batch: Vec<BorrowedMessage<'_>> = Vec::new();
+        let began = Instant::now();
+        while batch.len() < config.batch_max && began.elapsed() < config.batch_wait && !shutdown.is_cancelled() {
+            let polled = consumer.poll(Duration::from_millis(50));
+            let changed: HashSet<i32> = lock(&consumer.context().changed).drain(..).collect();
+            if !changed.is_empty() {
+                batch.retain(|m| !changed.contains(&m.partition()));
+            }
+            if let Some(e) = lock(&consumer.context().failure).take() {
+                return Err(e);
+            }
+            match polled {
+                Some(Ok(m)) => batch.push(m),
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => {
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+
+        // Process, partition by partition, on every thread.
+        let mut by_partition: BTreeMap<i32, Vec<&BorrowedMessage<'_>>> = BTreeMap::new();
+        for m in &batch {
+            by_partition.entry(m.partition()).or_default().push(m);
+        }
+        let mut work: Vec<(PartitionState, Vec<&BorrowedMessage<'_>>, Vec<Output>)> = Vec::new();
+        {
+            let mut states = lock(&consumer.context().states);
+            for (p, msgs) in by_partition {
+                match states.remove(&p) {
+                    Some(state) => work.push((state, msgs, Vec::new())),
+                    None => tracing::warn!(partition = p, "records of a partition without state skipped"),
+                }
+            }
+        }
+        let matcher = read(&consumer.context().matcher).clone();
+        process_parallel(&shared, &matcher, &mut dtws, &mut work);
+
+        // One transaction: outputs, then the offsets after each partition's last record.
+        let mut offsets = TopicPartitionList::new();
+        for (state, msgs, _) in &work {
+            if let Some(last) = msgs.last() {
+                offsets.add_partition_offset(&config.telemetry_topic, state.partition(), Offset::Offset(last.offset() + 1))?;
+            }
+        }
+        let outcome = transact(&config, &producer, &consumer, &offsets, &work, &alert_codec, &dead_codec);
+        match outcome {
+            Ok(()) => {
+                totals.transactions += 1;
+                for (state, _, _) in &work {
+                    add(&mut totals.counters, &state.counters);
+                }
+                let mut states = lock(&consumer.context().states);
+                for (mut state, _, _) in work {
+                    state.counters = Counters::default();
+                    states.insert(state.partition(), state);
+                }
+            }
+            Err(TxnError::Abort(e)) => {
+                tracing::warn!(error = %e, "transaction aborted; rebuilding the batch's partitions and reading them again");
+                totals.aborts += 1;
+                producer.abort_transaction(CALL_TIMEOUT).map_err(|e| fatal(&config, e))?;
+                drop(work);
+                rewind(&consumer)?;
+            }
+            Err(TxnError::Fatal(e)) => return Err(fatal(&config, e)),
+            Err(TxnError::Encode(e)) => return Err(EngineError::Encode(e)),
+        }
+        drop(batch);
+
+        if last_report.elapsed() >= config.report_every {
+            last_report = Instant::now();
+            let w = shared.windows.stats();
+            tracing::info!(
+                records = totals.counters.records,
+                alerts = totals.counters.alerts,
+                dead = totals.counters.dead,
+                late = totals.counters.late,
+                windows = totals.counters.windows,
+                dtw_computed = totals.counters.dtw_computed,
+                dtw_pruned = totals.counters.dtw_pruned,
+                transactions = totals.transactions,
+                aborts = totals.aborts,
+                instances = w.instances,
+                window_bytes = w.memory_bytes,
+                bytes_per_instance = w.memory_bytes / w.instances.max(1),
+                "progress"
+            );
+        }
+    }
+    totals.rebalances = *lock(&consumer.context().rebalances);
+    tracing::info!("leaving the consumer group");
+    consumer.unsubscribe();
+    Ok(totals)
+}
+
+fn add(total: &mut Counters, c: &Counters) {
+    total.records += c.records;
+    total.dead += c.dead;
+    total.late += c.late;
+    total.windows += c.windows;
+    total.alerts += c.alerts;
+    total.dtw_computed += c.dtw_computed;
+    total.dtw_pruned += c.dtw_pruned;
+}
+
+fn fatal(config: &EngineConfig, source: KafkaError) -> EngineError {
+    EngineError::Fatal { replica: config.replica_id.clone(), source }
+}
+
+/// Runs each partition's records through its state, partitions spread over threads.
+fn process_parallel(
+    shared: &Shared,
+    matcher: &Matcher,
+    dtws: &mut [Dtw],
+    work: &mut [(PartitionState, Vec<&BorrowedMessage<'_>>, Vec<Output>)],
+) {
+    let threads = dtws.len().min(work.len()).max(1);
+    if threads == 1 {
+        for (state, msgs, out) in work.iter_mut() {
+            for m in msgs.iter() {
+                state.process(shared, matcher, &mut dtws[0], input(m), out);
+            }
+        }
+        return;
+    }
+    // Partitions dealt round-robin; each thread owns its share and its DTW scratch.
+    let mut shares: Vec<Vec<&mut (PartitionState, Vec<&BorrowedMessage<'_>>, Vec<Output>)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (i, w) in work.iter_mut().enumerate() {
+        shares[i % threads].push(w);
+    }
+    std::thread::scope(|scope| {
+        for (share, dtw) in shares.into_iter().zip(dtws.iter_mut()) {
+            scope.spawn(move || {
+                for (state, msgs, out) in share {
+                    for m in msgs.iter() {
+                        state.process(shared, matcher, dtw, input(m), out);
+                    }
+                }
+            });
+        }
+    });
+}
+
+enum TxnError {
+    /// Abort the transaction and read the batch again.
+    Abort(KafkaError),
+    Fatal(KafkaError),
+    Encode(crate::codec::CodecError),
+}
+
+/// Classifies a transactional call's error the way librdkafka documents: retriable
+/// calls are retried by the caller, abortable ones abort, the rest are fatal.
+fn classify(e: KafkaError) -> TxnError {
+    match &e {
+        KafkaError::Transaction(t) if t.is_fatal() => TxnError::Fatal(e),
+        KafkaError::Transaction(t) if t.txn_requires_abort() => TxnError::Abort(e),
+        KafkaError::Transaction(_) => TxnError::Abort(e),
+        _ => TxnError::Abort(e),
+    }
+}
+
+fn retriable(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(t) if t.is_retriable())
+}
+
+fn transact(
+    config: &EngineConfig,
+    producer: &BaseProducer,
+    consumer: &BaseConsumer<Ctx>,
+    offsets: &TopicPartitionList,
+    work: &[(PartitionState, Vec<&BorrowedMessage<'_>>, Vec<Output>)],
+    alert_codec: &Codec<Alert>,
+    dead_codec: &Codec<DeadLetter>,
+) -> Result<(), TxnError> {
+    producer.begin_transaction().map_err(classify)?;
+    let mut buf = Vec::with_capacity(512);
+    for (_, _, outputs) in work {
+        for output in outputs {
+            match output {
+                Output::Alert(a) => {
+                    alert_codec.encode_into(a, &mut buf).map_err(TxnError::Encode)?;
+                    let record = BaseRecord::to(&config.alerts_topic)
+                        .key(a.instance_id.as_bytes())
+                        .payload(&buf)
+                        .timestamp(a.window_end_ms);
+                    send(producer, record)?;
+                }
+                Output::Dead(d) => {
+                    dead_codec.encode_into(d, &mut buf).map_err(TxnError::Encode)?;
+                    let (partition, offset) = (d.source_partition.to_string(), d.source_offset.to_string());
+                    let headers = OwnedHeaders::new()
+                        .insert(Header { key: "augur.reason", value: Some(d.reason.as_str()) })
+                        .insert(Header { key: "augur.source.topic", value: Some(d.source_topic.as_str()) })
+                        .insert(Header { key: "augur.source.partition", value: Some(partition.as_str()) })
+                        .insert(Header { key: "augur.source.offset", value: Some(offset.as_str()) });
+                    let mut record = BaseRecord::to(&config.dlq_topic).payload(&buf).headers(headers);
+                    if let Some(key) = &d.key {
+                        record = record.key(key.as_slice());
+                    }
+                    send(producer, record)?;
+                }
+            }
+        }
+    }
+    // No group metadata means the consumer is not (or no longer) a member: abort.
+    let metadata = consumer
+        .group_metadata()
+        .ok_or(TxnError::Abort(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId)))?;
+    loop {
+        match producer.send_offsets_to_transaction(offsets, &metadata, CALL_TIMEOUT) {
+            Ok(()) => break,
+            Err(e) if retriable(&e) => continue,
+            Err(e) => return Err(classify(e)),
+        }
+    }
+    loop {
+        match producer.commit_transaction(CALL_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(e) if retriable(&e) => continue,
+            Err(e) => return Err(classify(e)),
+        }
+    }
+}
+
+fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
+    producer: &BaseProducer,
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), TxnError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                // Backpressure: let librdkafka deliver, then try again.
+                producer.poll(Duration::from_millis(50));
+                record = r;
+            }
+            Err((e, _)) => return Err(classify(e)),
+        }
+    }
+}
+
+/// After an abort: every owned partition is rebuilt from its committed offset and the
+/// consumer seeks back there, so the aborted batch is read and processed again.
+fn rewind(consumer: &BaseConsumer<Ctx>) -> Result<(), EngineError> {
+    let assignment = consumer.assignment()?;
+    let ctx = consumer.context();
+    let partitions = partitions_of(&assignment, &ctx.topic);
+    ctx.rebuild(consumer, &partitions)?;
+    let committed = consumer.committed_offsets(assignment, CALL_TIMEOUT)?;
+    for e in committed.elements() {
+        let to = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        consumer.seek(e.topic(), e.partition(), to, CALL_TIMEOUT)?;
+    }
+    lock(&ctx.changed).clear();
+    Ok(())
+}
