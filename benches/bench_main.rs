@@ -4,5 +4,6 @@ use criterion::criterion_main;
 
 mod codec;
 mod dtw;
+mod window;
 
-criterion_main!(codec::benches, dtw::benches);
+criterion_main!(codec::benches, dtw::benches, window::benches);
