@@ -2,23 +2,30 @@
 //! `--brokers` names a real one.
 //!
 //! In: the size and seed of a simulated fleet. Out: the fleet's telemetry on
-//! `<prefix>.telemetry`, read back and checked (every record decodes, every instance's
-//! sequence is whole), and a report on stdout (text, or JSON with `--report`). The
-//! later stages of the loop (detector, policy, actuator, feedback) join this command as
-//! they land; until then it demonstrates the agent-simulator-to-Kafka path.
+//! `<prefix>.telemetry`, the starter failure signatures on `<prefix>.signatures`, a
+//! detector's alerts on `<prefix>.alerts`, and a report on stdout (JSON as well with
+//! `--report`): how many injected failures were predicted, how long before they
+//! happened, how many alerts hit healthy instances. The later stages of the loop
+//! (anomaly model, policy, actuator, feedback) join this command as they land.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use clap::Parser;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Codec, TelemetrySample};
+use crate::codec::{Alert, AlertKind, Codec, TelemetrySample};
+use crate::detect::{self, DetectError};
 use crate::kafka::reader::{self, ReadError, Start};
 use crate::kafka::{Cluster, ConnectError, KafkaArgs};
-use crate::simulate::{self, SimulateError, Speed};
+use crate::signatures::{starter, store};
+use crate::simulate::score::{score, Score};
+use crate::simulate::{self, GroundTruth, SimulateError, Speed};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -45,9 +52,17 @@ pub enum DemoError {
     #[error(transparent)]
     Simulate(#[from] SimulateError),
     #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
     Read(#[from] ReadError),
-    #[error("reading the telemetry back: {0}")]
+    #[error("starter signatures: {0}")]
+    Signatures(String),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("a demo stage failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("the detector processed {done} of {total} records and then made no progress for {idle:?}")]
+    Stalled { done: i64, total: u64, idle: Duration },
     #[error("report {path}: {source}")]
     Report {
         path: PathBuf,
@@ -61,40 +76,69 @@ pub enum DemoError {
 pub struct Report {
     pub embedded_cluster: bool,
     pub instances: usize,
+    pub simulated_hours: f64,
     pub records_produced: u64,
-    pub records_read_back: u64,
-    pub undecodable: u64,
-    /// Instances whose sequence numbers, as read back, have a gap or disorder.
-    pub instances_with_sequence_gaps: usize,
+    /// Records the detector processed and committed.
+    pub records_detected: i64,
+    pub signatures: usize,
     pub failures_injected: usize,
-    pub failures_happened: usize,
-    /// Failures injected, by kind.
-    pub failures_by_kind: BTreeMap<String, usize>,
+    /// Alerts by kind (SIGNATURE, OFFLINE, RECOVERED, ...).
+    pub alerts: BTreeMap<String, usize>,
+    pub score: Score,
+    pub wall_seconds: f64,
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let cluster = if self.embedded_cluster { "embedded mock cluster" } else { "Kafka cluster" };
-        writeln!(f, "augur demo on the {cluster}")?;
-        writeln!(f, "  instances simulated        {}", self.instances)?;
-        writeln!(f, "  telemetry records produced {}", self.records_produced)?;
-        writeln!(f, "  read back and decoded      {} ({} undecodable)", self.records_read_back, self.undecodable)?;
-        writeln!(f, "  instances with seq gaps    {}", self.instances_with_sequence_gaps)?;
-        writeln!(f, "  failures injected          {} ({} happened)", self.failures_injected, self.failures_happened)?;
-        for (kind, n) in &self.failures_by_kind {
-            writeln!(f, "    {kind:<24} {n}")?;
+        let s = &self.score;
+        writeln!(f, "augur demo on the {cluster}, {:.1} s", self.wall_seconds)?;
+        writeln!(f, "  fleet                      {} instances, {:.1} h simulated", self.instances, self.simulated_hours)?;
+        writeln!(f, "  telemetry records          {} produced, {} detected", self.records_produced, self.records_detected)?;
+        writeln!(f, "  failure signatures         {}", self.signatures)?;
+        writeln!(f, "  failures injected          {} ({} happened)", self.failures_injected, s.failures_happened)?;
+        writeln!(f, "  predicted before failure   {} of {}", s.failures_predicted, s.failures_happened)?;
+        for (kind, k) in &s.by_kind {
+            let lead = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{:.0} s", x));
+            writeln!(
+                f,
+                "    {kind:<24} {} of {}, lead median {}, p10 {}",
+                k.predicted,
+                k.happened,
+                lead(k.lead_median_s),
+                lead(k.lead_p10_s)
+            )?;
         }
-        Ok(())
+        writeln!(
+            f,
+            "  false alarms               {} ({:.2} per 100 healthy instance-hours)",
+            s.false_alarms, s.false_alarms_per_100_instance_hours
+        )?;
+        writeln!(
+            f,
+            "  crashes seen offline       {} of {} (median {} after the crash)",
+            s.crashes_detected_offline,
+            s.failures_happened,
+            s.offline_delay_median_s.map_or("-".to_owned(), |x| format!("{x:.0} s"))
+        )?;
+        let alerts: Vec<String> = self.alerts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        writeln!(f, "  alerts                     {}", alerts.join(", "))
     }
 }
 
+/// How long the detector may make no progress before the demo gives up.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, DemoError> {
+    let began = Instant::now();
     // Refuse an unwritable report path before doing any work.
     let report_file = match &args.report {
         Some(path) => Some(std::fs::File::create(path).map_err(|source| DemoError::Report { path: path.clone(), source })?),
         None => None,
     };
     let cluster = Cluster::open(&args.kafka.config())?;
+
+    // 1. The fleet's telemetry, and its ground truth.
     let truth_path = std::env::temp_dir().join(format!("augur-demo-truth-{}.jsonl", std::process::id()));
     let sim = simulate::Args {
         instances: args.instances,
@@ -109,55 +153,125 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
         partitions: 6,
         kafka: args.kafka.clone(),
     };
-    let summary = simulate::run_on(&cluster, sim, shutdown).await?;
-    let truth = std::fs::read_to_string(&truth_path).unwrap_or_default();
+    let summary = simulate::run_on(&cluster, sim, shutdown.clone()).await?;
+    let truth_text = std::fs::read_to_string(&truth_path).unwrap_or_default();
     let _ = std::fs::remove_file(&truth_path);
-    let mut failures_by_kind = BTreeMap::new();
-    for line in truth.lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            let kind = v["kind"].as_str().unwrap_or("unknown").to_owned();
-            *failures_by_kind.entry(kind).or_insert(0) += 1;
-        }
-    }
+    let truth: Vec<GroundTruth> = truth_text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
 
-    tracing::info!(records = summary.records, "reading the telemetry back");
+    // 2. The starter failure signatures.
+    let library = starter::library().map_err(|e| DemoError::Signatures(e.to_string()))?;
+    let signatures: Vec<_> = library.into_iter().map(|l| l.signature).collect();
+    store::import(&cluster, &signatures).await.map_err(|e| DemoError::Signatures(e.to_string()))?;
+
+    // 3. A detector, until it has processed every record.
+    let group = format!("augur-demo-{}", std::process::id());
+    // The detector's defaults, as `augur detect` has them.
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        args: detect::Args,
+    }
+    let mut detect_args = Defaults::parse_from(["detect", "--group", &group, "--replica-id", "demo"]).args;
+    detect_args.kafka = args.kafka.clone();
+    let window = detect_args.window_config().map_err(DetectError::from)?;
+    let stop = shutdown.child_token();
+    let detector = detect::run_on(&cluster, detect_args, "demo".to_owned(), window, stop.clone());
+    let watcher = wait_for(&cluster, &group, summary.records, stop.clone());
+    let (detected, watched) = tokio::join!(detector, async {
+        let r = watcher.await;
+        stop.cancel();
+        r
+    });
+    detected?;
+    let records_detected = watched?;
+
+    // 4. The alerts, scored against the ground truth.
     let config = cluster.client_config();
-    let topic = cluster.topic::<TelemetrySample>();
-    let (read, undecodable, gaps) = tokio::task::spawn_blocking(move || {
-        let codec = Codec::<TelemetrySample>::new();
-        let mut last_seq: BTreeMap<String, i64> = BTreeMap::new();
-        let mut gapped = std::collections::BTreeSet::new();
-        let mut undecodable = 0u64;
-        let read = reader::read_to_end(&config, &topic, Start::Beginning, |m| {
-            match m.payload().map(|p| codec.decode(p)) {
-                Some(Ok(s)) => {
-                    let expected = last_seq.get(&s.instance_id).map_or(0, |l| l + 1);
-                    if s.seq != expected {
-                        gapped.insert(s.instance_id.clone());
-                    }
-                    last_seq.insert(s.instance_id, s.seq);
-                }
-                _ => undecodable += 1,
+    let topic = cluster.topic::<Alert>();
+    let alerts = tokio::task::spawn_blocking(move || {
+        let codec = Codec::<Alert>::new();
+        let mut alerts = Vec::new();
+        reader::read_to_end(&config, &topic, Start::Beginning, |m| {
+            if let Some(Ok(a)) = m.payload().map(|p| codec.decode(p)) {
+                alerts.push(a);
             }
         })?;
-        Ok::<_, ReadError>((read, undecodable, gapped.len()))
+        Ok::<_, ReadError>(alerts)
     })
     .await??;
-
+    let hours = args.duration.as_secs_f64() / 3600.0;
+    let mut by_kind = BTreeMap::new();
+    for a in &alerts {
+        *by_kind.entry(kind_name(a.kind).to_owned()).or_insert(0) += 1;
+    }
     let report = Report {
         embedded_cluster: cluster.is_embedded(),
         instances: summary.instances,
+        simulated_hours: hours,
         records_produced: summary.records,
-        records_read_back: read,
-        undecodable,
-        instances_with_sequence_gaps: gaps,
+        records_detected,
+        signatures: signatures.len(),
         failures_injected: summary.failures_injected,
-        failures_happened: summary.failures_happened,
-        failures_by_kind,
+        alerts: by_kind,
+        score: score(&truth, &alerts, summary.instances, hours),
+        wall_seconds: began.elapsed().as_secs_f64(),
     };
     if let (Some(path), Some(file)) = (&args.report, report_file) {
         serde_json::to_writer_pretty(file, &report)
             .map_err(|e| DemoError::Report { path: path.clone(), source: e.into() })?;
     }
     Ok(report)
+}
+
+fn kind_name(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::Signature => "SIGNATURE",
+        AlertKind::Anomaly => "ANOMALY",
+        AlertKind::Offline => "OFFLINE",
+        AlertKind::Recovered => "RECOVERED",
+    }
+}
+
+/// Waits until `group` has committed `total` offsets of the telemetry topic; returns
+/// the offsets committed. Logs progress; fails if the detector stops making progress.
+async fn wait_for(cluster: &Cluster, group: &str, total: u64, stop: CancellationToken) -> Result<i64, DemoError> {
+    let mut config = cluster.client_config();
+    config.set("group.id", group).set("enable.auto.commit", "false");
+    let topic = cluster.topic::<TelemetrySample>();
+    let (mut last, mut last_change) = (-1i64, Instant::now());
+    let mut logged = Instant::now();
+    loop {
+        let (config, topic) = (config.clone(), topic.clone());
+        let done = tokio::task::spawn_blocking(move || committed(&config, &topic)).await??;
+        if done as u64 >= total || stop.is_cancelled() {
+            return Ok(done);
+        }
+        if done != last {
+            (last, last_change) = (done, Instant::now());
+        } else if last_change.elapsed() > STALL_LIMIT {
+            return Err(DemoError::Stalled { done, total, idle: STALL_LIMIT });
+        }
+        if logged.elapsed() >= Duration::from_secs(5) {
+            logged = Instant::now();
+            tracing::info!(detected = done, of = total, "detecting");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+/// Offsets committed by the configured group on `topic`, summed over its partitions.
+fn committed(config: &rdkafka::config::ClientConfig, topic: &str) -> Result<i64, rdkafka::error::KafkaError> {
+    let consumer: BaseConsumer = config.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let c = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(c.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum())
 }

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod detect;
 pub mod kafka;
 pub mod shutdown;
+pub mod signatures;
 pub mod simulate;
 pub mod tail;
 pub mod window;

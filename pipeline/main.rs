@@ -31,11 +31,15 @@ enum Command {
     /// Run the whole loop in one process on a simulated fleet (embedded cluster by default).
     Demo(augur::demo::Args),
     /// Sample this machine or container and publish its telemetry.
-    Agent(augur::agent::Args),
+    Agent(Box<augur::agent::Args>),
+    /// Match telemetry windows against failure signatures and publish alerts, exactly once.
+    Detect(augur::detect::Args),
     /// Simulate a fleet of instances with injected failures and publish its telemetry.
     Simulate(augur::simulate::Args),
     /// Print the records of a topic as JSON lines.
     Tail(augur::tail::Args),
+    /// Manage the failure-signature database: import, list, delete, extract.
+    Signatures(augur::signatures::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,7 +90,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{report}");
             }
             Command::Agent(args) => {
-                augur::agent::run(args, shutdown).await?;
+                augur::agent::run(*args, shutdown).await?;
+            }
+            Command::Detect(args) => {
+                augur::detect::run(args, shutdown).await?;
             }
             Command::Simulate(args) => {
                 let summary = augur::simulate::run(args, shutdown).await?;
@@ -96,6 +103,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Tail(args) => {
                 let summary = augur::tail::run(args, shutdown, &mut std::io::stdout().lock()).await?;
                 tracing::info!(printed = summary.printed, undecodable = summary.undecodable, "tail stopped");
+            }
+            Command::Signatures(args) => {
+                augur::signatures::run(args, shutdown, &mut std::io::stdout().lock()).await?;
             }
         }
         Ok(())

@@ -285,7 +285,7 @@ pub fn run(
         for m in &batch {
             by_partition.entry(m.partition()).or_default().push(m);
         }
-        let mut work: Vec<(PartitionState, Vec<&BorrowedMessage<'_>>, Vec<Output>)> = Vec::new();
+        let mut work: Vec<Work<'_, '_>> = Vec::new();
         {
             let mut states = lock(&consumer.context().states);
             for (p, msgs) in by_partition {
@@ -370,13 +370,11 @@ fn fatal(config: &EngineConfig, source: KafkaError) -> EngineError {
     EngineError::Fatal { replica: config.replica_id.clone(), source }
 }
 
+/// A partition's share of a batch: its state, its records, and what they produced.
+type Work<'a, 'c> = (PartitionState, Vec<&'a BorrowedMessage<'c>>, Vec<Output>);
+
 /// Runs each partition's records through its state, partitions spread over threads.
-fn process_parallel(
-    shared: &Shared,
-    matcher: &Matcher,
-    dtws: &mut [Dtw],
-    work: &mut [(PartitionState, Vec<&BorrowedMessage<'_>>, Vec<Output>)],
-) {
+fn process_parallel(shared: &Shared, matcher: &Matcher, dtws: &mut [Dtw], work: &mut [Work<'_, '_>]) {
     let threads = dtws.len().min(work.len()).max(1);
     if threads == 1 {
         for (state, msgs, out) in work.iter_mut() {
@@ -387,8 +385,7 @@ fn process_parallel(
         return;
     }
     // Partitions dealt round-robin; each thread owns its share and its DTW scratch.
-    let mut shares: Vec<Vec<&mut (PartitionState, Vec<&BorrowedMessage<'_>>, Vec<Output>)>> =
-        (0..threads).map(|_| Vec::new()).collect();
+    let mut shares: Vec<Vec<&mut Work<'_, '_>>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, w) in work.iter_mut().enumerate() {
         shares[i % threads].push(w);
     }
@@ -432,7 +429,7 @@ fn transact(
     producer: &BaseProducer,
     consumer: &BaseConsumer<Ctx>,
     offsets: &TopicPartitionList,
-    work: &[(PartitionState, Vec<&BorrowedMessage<'_>>, Vec<Output>)],
+    work: &[Work<'_, '_>],
     alert_codec: &Codec<Alert>,
     dead_codec: &Codec<DeadLetter>,
 ) -> Result<(), TxnError> {

@@ -67,7 +67,9 @@ pub struct Args {
     #[arg(long, default_value = "30m", value_name = "D", value_parser = humantime::parse_duration)]
     pub idle_expiry: Duration,
     /// A sample further ahead of its partition's event time than this goes to the DLQ.
-    #[arg(long, default_value = "1h", value_name = "D", value_parser = humantime::parse_duration)]
+    /// Small, because one agent with a clock far ahead would drag the partition's clock
+    /// with it and make every other instance of the partition look silent.
+    #[arg(long, default_value = "2m", value_name = "D", value_parser = humantime::parse_duration)]
     pub max_future: Duration,
     /// Records per transaction at most.
     #[arg(long, default_value = "5000", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -121,6 +123,17 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Totals, Dete
         None => crate::agent::host_name().map_err(DetectError::HostName)?,
     };
     let cluster = Cluster::open(&args.kafka.config())?;
+    run_on(&cluster, args, replica_id, window, shutdown).await
+}
+
+/// [`run`] on a cluster the caller holds open (the demo runs every stage on one).
+pub async fn run_on(
+    cluster: &Cluster,
+    args: Args,
+    replica_id: String,
+    window: WindowConfig,
+    shutdown: CancellationToken,
+) -> Result<Totals, DetectError> {
     let telemetry = cluster.topic::<TelemetrySample>();
     cluster
         .ensure_topics(&[
@@ -130,7 +143,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Totals, Dete
             TopicSpec { name: cluster.topic::<FailureSignature>(), partitions: 1, retention: Retention::Compacted },
         ])
         .await?;
-    let table = SignatureTable::follow(&cluster, shutdown.clone())
+    let table = SignatureTable::follow(cluster, shutdown.clone())
         .await
         .map_err(|e| DetectError::Signatures(e.to_string()))?;
 
@@ -173,7 +186,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Totals, Dete
         replica_id,
         threads: args.threads.map_or_else(
             || std::thread::available_parallelism().map_or(1, |n| n.get()),
-            |t| usize::from(t),
+            usize::from,
         ),
         batch_max: args.batch_max as usize,
         batch_wait: args.batch_wait,
@@ -189,7 +202,6 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Totals, Dete
         aborts = totals.aborts,
         "detector stopped"
     );
-    drop(cluster);
     Ok(totals)
 }
 

@@ -16,6 +16,7 @@ mod fleet;
 mod model;
 mod profile;
 mod scenario;
+pub mod score;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -11,13 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use rand::distr::{Alphanumeric, SampleString};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::OwnedMessage;
 
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,40 +77,15 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 }
 
 /// Reads every committed record of `topic` that exists now (up to each partition's
-/// high watermark), in partition order.
+/// high watermark, past the markers of transactions), in partition order.
 pub fn read_all(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).expect("metadata");
-    let t = metadata.topics().iter().find(|t| t.name() == topic).expect("topic in metadata");
-    assert!(t.error().is_none(), "topic {topic}: {:?}", t.error());
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
     let mut out = Vec::new();
-    for p in t.partitions() {
-        let (low, high) =
-            consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(30)).expect("watermarks");
-        if high <= low {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p.id(), Offset::Offset(low)).unwrap();
-        consumer.assign(&tpl).unwrap();
-        let mut next = low;
-        while next < high {
-            match consumer.poll(Duration::from_secs(30)) {
-                Some(Ok(m)) => {
-                    next = m.offset() + 1;
-                    out.push(m.detach());
-                }
-                Some(Err(e)) => panic!("reading {topic}/{}: {e}", p.id()),
-                None => panic!("no record from {topic}/{} at offset {next} below high watermark {high} within 30 s", p.id()),
-            }
-        }
-    }
+    augur::kafka::reader::read_to_end(&config, topic, augur::kafka::reader::Start::Beginning, |m| {
+        out.push(m.detach())
+    })
+    .unwrap_or_else(|e| panic!("reading {topic}: {e}"));
     out
 }
 

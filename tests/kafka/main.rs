@@ -4,5 +4,7 @@
 mod common;
 
 mod agent;
+mod detect;
+mod signatures;
 mod simulate;
 mod tail;
