@@ -10,16 +10,16 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Alert, AlertKind, Codec, TelemetrySample};
+use crate::codec::{Alert, AlertKind, Codec};
 use crate::detect::{self, DetectError};
 use crate::kafka::reader::{self, ReadError, Start};
 use crate::kafka::{Cluster, ConnectError, KafkaArgs};
@@ -57,8 +57,6 @@ pub enum DemoError {
     Read(#[from] ReadError),
     #[error("starter signatures: {0}")]
     Signatures(String),
-    #[error("Kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
     #[error("a demo stage failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("the detector processed {done} of {total} records and then made no progress for {idle:?}")]
@@ -165,6 +163,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
 
     // 3. A detector, until it has processed every record.
     let group = format!("augur-demo-{}", std::process::id());
+    tracing::info!(signatures = signatures.len(), "starter signatures imported; detecting");
     // The detector's defaults, as `augur detect` has them.
     #[derive(Parser)]
     struct Defaults {
@@ -175,13 +174,23 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
     detect_args.kafka = args.kafka.clone();
     let window = detect_args.window_config().map_err(DetectError::from)?;
     let stop = shutdown.child_token();
-    let detector = detect::run_on(&cluster, detect_args, "demo".to_owned(), window, stop.clone());
-    let watcher = wait_for(&cluster, &group, summary.records, stop.clone());
-    let (detected, watched) = tokio::join!(detector, async {
-        let r = watcher.await;
-        stop.cancel();
-        r
-    });
+    let committed = Arc::new(AtomicU64::new(0));
+    let detector = detect::run_on(&cluster, detect_args, "demo".to_owned(), window, committed.clone(), stop.clone());
+    let watcher = wait_for(&committed, summary.records, stop.clone());
+    // Whichever ends first ends the other: the watcher when every record is processed,
+    // the detector when it fails.
+    let (detected, watched) = tokio::join!(
+        async {
+            let r = detector.await;
+            stop.cancel();
+            r
+        },
+        async {
+            let r = watcher.await;
+            stop.cancel();
+            r
+        }
+    );
     detected?;
     let records_detected = watched?;
 
@@ -232,24 +241,20 @@ fn kind_name(kind: AlertKind) -> &'static str {
     }
 }
 
-/// Waits until `group` has committed `total` offsets of the telemetry topic; returns
-/// the offsets committed. Logs progress; fails if the detector stops making progress.
-async fn wait_for(cluster: &Cluster, group: &str, total: u64, stop: CancellationToken) -> Result<i64, DemoError> {
-    let mut config = cluster.client_config();
-    config.set("group.id", group).set("enable.auto.commit", "false");
-    let topic = cluster.topic::<TelemetrySample>();
-    let (mut last, mut last_change) = (-1i64, Instant::now());
+/// Waits until the detector has committed `total` records; returns how many it did.
+/// Logs progress; fails if the detector stops making progress.
+async fn wait_for(committed: &AtomicU64, total: u64, stop: CancellationToken) -> Result<i64, DemoError> {
+    let (mut last, mut last_change) = (u64::MAX, Instant::now());
     let mut logged = Instant::now();
     loop {
-        let (config, topic) = (config.clone(), topic.clone());
-        let done = tokio::task::spawn_blocking(move || committed(&config, &topic)).await??;
-        if done as u64 >= total || stop.is_cancelled() {
-            return Ok(done);
+        let done = committed.load(Ordering::Relaxed);
+        if done >= total || stop.is_cancelled() {
+            return Ok(done as i64);
         }
         if done != last {
             (last, last_change) = (done, Instant::now());
         } else if last_change.elapsed() > STALL_LIMIT {
-            return Err(DemoError::Stalled { done, total, idle: STALL_LIMIT });
+            return Err(DemoError::Stalled { done: done as i64, total, idle: STALL_LIMIT });
         }
         if logged.elapsed() >= Duration::from_secs(5) {
             logged = Instant::now();
@@ -257,21 +262,7 @@ async fn wait_for(cluster: &Cluster, group: &str, total: u64, stop: Cancellation
         }
         tokio::select! {
             _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
-}
-
-/// Offsets committed by the configured group on `topic`, summed over its partitions.
-fn committed(config: &rdkafka::config::ClientConfig, topic: &str) -> Result<i64, rdkafka::error::KafkaError> {
-    let consumer: BaseConsumer = config.create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            tpl.add_partition(topic, p.id());
-        }
-    }
-    let c = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-    Ok(c.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum())
 }

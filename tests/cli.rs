@@ -29,24 +29,29 @@ fn librdkafka_pass_through_must_be_key_value() {
 }
 
 #[test]
-fn demo_runs_the_simulated_fleet_through_the_embedded_cluster_and_reads_it_all_back() {
+fn demo_runs_simulator_signatures_and_detector_on_the_embedded_cluster_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
     let out = common::augur()
-        .args(["demo", "--instances", "8", "--duration", "20m", "--seed", "3", "--report"])
+        .args(["demo", "--instances", "10", "--duration", "90m", "--seed", "3", "--report"])
         .arg(&report)
         .output()
         .unwrap();
     assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["embedded_cluster"], true);
-    assert_eq!(r["instances"], 8);
+    assert_eq!(r["instances"], 10);
     let produced = r["records_produced"].as_u64().unwrap();
     assert!(produced > 0);
-    assert_eq!(r["records_read_back"].as_u64(), Some(produced), "every record produced is read back");
-    assert_eq!(r["undecodable"], 0);
-    assert_eq!(r["instances_with_sequence_gaps"], 0);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("telemetry records produced"));
+    assert_eq!(r["records_detected"].as_u64(), Some(produced), "the detector processed every record");
+    assert_eq!(r["signatures"], 20, "the starter library is imported");
+    let happened = r["score"]["failures_happened"].as_u64().unwrap();
+    assert!(happened > 0, "the fleet had failures: {r}");
+    // Every crash is an instance going silent: the liveness detector sees each one.
+    assert_eq!(r["score"]["crashes_detected_offline"].as_u64(), Some(happened), "{r}");
+    assert_eq!(r["alerts"]["OFFLINE"].as_u64(), Some(happened), "{r}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("predicted before failure") && stdout.contains("false alarms"), "{stdout}");
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //! whose transaction aborts is rebuilt the same way and read again.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,9 @@ pub struct EngineConfig {
     pub dtw_radius: usize,
     /// How often a progress line is logged.
     pub report_every: Duration,
+    /// Counts the records of every committed transaction, for a caller in the same
+    /// process that waits for the detector to catch up (the demo).
+    pub committed: Arc<AtomicU64>,
 }
 
 /// The matcher in use and a way to learn that the signature table changed.
@@ -309,6 +313,8 @@ pub fn run(
         match outcome {
             Ok(()) => {
                 totals.transactions += 1;
+                let records: usize = work.iter().map(|(_, msgs, _)| msgs.len()).sum();
+                config.committed.fetch_add(records as u64, Ordering::Relaxed);
                 for (state, _, _) in &work {
                     add(&mut totals.counters, &state.counters);
                 }

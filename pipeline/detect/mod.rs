@@ -20,6 +20,7 @@ pub mod matcher;
 pub mod partition;
 pub mod validate;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,15 +124,17 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Totals, Dete
         None => crate::agent::host_name().map_err(DetectError::HostName)?,
     };
     let cluster = Cluster::open(&args.kafka.config())?;
-    run_on(&cluster, args, replica_id, window, shutdown).await
+    run_on(&cluster, args, replica_id, window, Arc::default(), shutdown).await
 }
 
-/// [`run`] on a cluster the caller holds open (the demo runs every stage on one).
+/// [`run`] on a cluster the caller holds open (the demo runs every stage on one);
+/// `committed` counts the records of every committed transaction.
 pub async fn run_on(
     cluster: &Cluster,
     args: Args,
     replica_id: String,
     window: WindowConfig,
+    committed: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) -> Result<Totals, DetectError> {
     let telemetry = cluster.topic::<TelemetrySample>();
@@ -192,6 +195,7 @@ pub async fn run_on(
         batch_wait: args.batch_wait,
         dtw_radius: DTW_RADIUS,
         report_every: Duration::from_secs(10),
+        committed,
     };
     let totals = tokio::task::spawn_blocking(move || engine::run(config, shared, signatures, shutdown)).await??;
     tracing::info!(

@@ -178,8 +178,11 @@ impl Cluster {
     pub async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<(), ConnectError> {
         if let Some(mock) = &self.embedded {
             for spec in specs {
-                mock.create_topic(&spec.name, spec.partitions, 1)
-                    .map_err(|source| ConnectError::CreateTopic { topic: spec.name.clone(), source })?;
+                match mock.create_topic(&spec.name, spec.partitions, 1) {
+                    Ok(()) => {}
+                    Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAlreadyExists) => {}
+                    Err(source) => return Err(ConnectError::CreateTopic { topic: spec.name.clone(), source }),
+                }
             }
             return Ok(());
         }
