@@ -105,7 +105,15 @@ impl Decoder {
         }
         match self {
             Self::Telemetry(c) => json(c, bytes),
-            Self::Alerts(c) => json(c, bytes),
+            Self::Alerts(c) => {
+                // Alerts also name the instance as `instance`, the field people and
+                // scripts subscribing to alerts look for; `instance_id` stays as in the schema.
+                let mut v = json(c, bytes)?;
+                if let Some(id) = v.get("instance_id").cloned() {
+                    v["instance"] = id;
+                }
+                Ok(v)
+            }
             Self::Adjustments(c) => json(c, bytes),
             Self::Actuations(c) => json(c, bytes),
             Self::Signatures(c) => json(c, bytes),

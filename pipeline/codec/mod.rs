@@ -78,6 +78,9 @@ pub fn peek_fingerprint(bytes: &[u8]) -> Result<u64, CodecError> {
 /// parsing a schema is far costlier than a record.
 pub struct Codec<T: Record> {
     schema: Schema,
+    /// Of `schema`, computed once: it hashes the schema's canonical form, which costs
+    /// more than decoding a record.
+    fingerprint: u64,
     header: [u8; HEADER_LEN],
     /// Writer schemas this reader accepts, by fingerprint; its own is one of them.
     writers: HashMap<u64, Schema>,
@@ -111,7 +114,7 @@ impl<T: Record> Codec<T> {
             _ => "record".to_owned(),
         };
         let writers = HashMap::from([(fp, schema.clone())]);
-        Ok(Self { schema, header, writers, name, _record: PhantomData })
+        Ok(Self { schema, fingerprint: fp, header, writers, name, _record: PhantomData })
     }
 
     /// Also accept records written with another version of the schema; they are
@@ -125,7 +128,7 @@ impl<T: Record> Codec<T> {
 
     /// Fingerprint of the schema this codec writes.
     pub fn fingerprint(&self) -> u64 {
-        fingerprint(&self.schema)
+        self.fingerprint
     }
 
     pub fn schema(&self) -> &Schema {
@@ -174,6 +177,7 @@ impl<T: Record> Clone for Codec<T> {
     fn clone(&self) -> Self {
         Self {
             schema: self.schema.clone(),
+            fingerprint: self.fingerprint,
             header: self.header,
             writers: self.writers.clone(),
             name: self.name.clone(),

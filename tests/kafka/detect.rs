@@ -174,6 +174,26 @@ fn alerts_come_before_injected_failures_and_seldom_on_healthy_instances() {
         (false_alarms as f64) / healthy_hours <= 0.1,
         "{false_alarms} signature alerts on healthy instances over {healthy_hours} instance-hours"
     );
+    // `augur tail alerts` shows each alert with the fields subscribers rely on.
+    let tail = common::run_ok(common::augur().args([
+        "tail",
+        "alerts",
+        "--from-beginning",
+        "--max",
+        &alerts.len().to_string(),
+        "--brokers",
+        bootstrap,
+        "--topic-prefix",
+        &prefix,
+    ]));
+    let lines = String::from_utf8(tail.stdout).unwrap();
+    assert_eq!(lines.lines().count(), alerts.len());
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for field in ["id", "instance", "app_type", "function", "window_start_ms", "window_end_ms", "signature", "confidence", "explanation"] {
+            assert!(v.get(field).is_some(), "tail alerts lacks {field}: {line}");
+        }
+    }
     // Every alert names its window and explains itself.
     for a in alerts.iter().filter(|a| a.kind == AlertKind::Signature) {
         assert!(a.window_start_ms < a.window_end_ms);
