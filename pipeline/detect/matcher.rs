@@ -40,6 +40,7 @@ pub struct Candidate {
 /// The outcome of matching one window.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
+    /// The signature whose confidence is furthest above (or least below) its threshold.
     pub best: Candidate,
     pub runner_up: Option<Candidate>,
     /// The best match's metrics, largest contribution first.
@@ -170,8 +171,11 @@ impl Matcher {
                     distance: hit.distance,
                     confidence: confidence(hit.distance, cells.0, cells.1),
                 };
-                // Keep the two most confident; ties go to the earlier group and signature.
-                let pos = top.iter().position(|c| candidate.confidence > c.confidence).unwrap_or(top.len());
+                // Keep the two that clear their own thresholds by the most: ranking by
+                // confidence alone would let a confident signature with a high threshold
+                // hide one that is above its lower threshold. Ties go to the earlier one.
+                let margin = |c: &Candidate| c.confidence - c.signature.threshold;
+                let pos = top.iter().position(|c| margin(&candidate) > margin(c)).unwrap_or(top.len());
                 if pos < 2 {
                     if pos == 0 {
                         best_query = Some((gi, query.clone()));
@@ -339,6 +343,18 @@ mod tests {
         assert_eq!(healthy.explanation[0].metric, features::MEMORY_UTILIZATION);
         assert!((healthy.explanation.iter().map(|c| c.share).sum::<f64>() - 1.0).abs() < 1e-9);
         assert!(matcher.evaluate(&mut dtw, "cache", "x", &window(0.03)).is_none(), "no signature of that app type");
+    }
+
+    #[test]
+    fn a_match_above_its_threshold_is_not_hidden_by_a_closer_one_below_its_own() {
+        // "strict" is nearer to a 0.03 ramp but asks for near-certainty; "lenient" is
+        // further but above its threshold: the window must alert on "lenient".
+        let t = table(vec![signature("strict", "web", 0.03, 0.9999), signature("lenient", "web", 0.025, 0.5)]);
+        let matcher = Matcher::build(&t, &features(), 10_000, 16, 3);
+        let e = matcher.evaluate(&mut Dtw::new(3), "web", "f", &window(0.029)).unwrap();
+        assert_eq!(&*e.best.signature.key, "web/*/lenient", "{e:?}");
+        assert!(e.alerts());
+        assert_eq!(&*e.runner_up.unwrap().signature.key, "web/*/strict");
     }
 
     #[test]

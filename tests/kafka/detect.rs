@@ -14,16 +14,47 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::common;
 
-/// Event time of the first sample: recent (the broker deletes records older than its
-/// 7-day retention at once), and fixed for the whole test run, so two simulations with
-/// the same seed are identical.
+/// Event time of the first sample: yesterday's midnight (UTC). Recent, because the
+/// broker deletes records older than its 7-day retention at once; and at a fixed time
+/// of day, because the simulated load follows the clock, so every run of the tests
+/// sees the same fleet.
 fn start_ms() -> i64 {
-    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *START.get_or_init(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        let start = now - 6 * 3_600_000;
-        start - start % 60_000
-    })
+    const DAY: i64 = 86_400_000;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    now - now % DAY - DAY
+}
+
+/// A running `augur detect`, killed if the test ends (or panics) before stopping it.
+struct Detector(Option<Child>);
+
+impl Detector {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("detector running")
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    fn kill(mut self) {
+        let mut c = self.0.take().expect("detector running");
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// SIGTERM, and a clean exit.
+    fn terminate(mut self) {
+        let mut c = self.0.take().expect("detector running");
+        Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+        let status = c.wait().unwrap();
+        assert!(status.success(), "detector exited with {status} after SIGTERM");
+    }
+}
+
+impl Drop for Detector {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Simulates a fleet into `<prefix>.telemetry` and imports the starter signatures;
@@ -59,55 +90,50 @@ fn prepare(bootstrap: &str, prefix: &str, instances: usize, duration: &str, seed
     (truth.lines().map(|l| serde_json::from_str(l).unwrap()).collect(), summary["records"].as_u64().unwrap())
 }
 
-fn detector(bootstrap: &str, prefix: &str, group: &str, replica: &str, extra: &[&str]) -> Child {
-    common::augur()
+fn detector(bootstrap: &str, prefix: &str, group: &str, replica: &str, extra: &[&str]) -> Detector {
+    let child = common::augur()
         .args(["detect", "--brokers", bootstrap, "--topic-prefix", prefix, "--group", group, "--replica-id", replica])
         .args(["--partitions", "3", "--threads", "2"])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start augur detect")
+        .expect("start augur detect");
+    Detector(Some(child))
 }
 
 /// Offsets committed by `group` on `topic`, summed over partitions (0 for none).
-fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Result<i64, rdkafka::error::KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+        .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let c = consumer.committed_offsets(tpl, Duration::from_secs(30)).expect("committed offsets");
-    c.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum()
+    let c = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
+    Ok(c.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum())
 }
 
 /// Waits until `group` has committed `target` offsets in all, failing the test after
 /// `limit` or if the detector exits.
-fn wait_committed(bootstrap: &str, group: &str, topic: &str, target: i64, limit: Duration, child: &mut Child) {
+fn wait_committed(bootstrap: &str, group: &str, topic: &str, target: i64, limit: Duration, d: &mut Detector) {
     let began = Instant::now();
     loop {
-        let now = committed(bootstrap, group, topic, 3);
+        // The group coordinator may not be ready for a new group yet (NotCoordinator):
+        // that is "nothing committed so far".
+        let now = committed(bootstrap, group, topic, 3).unwrap_or(0);
         if now >= target {
             return;
         }
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = d.child().try_wait().unwrap() {
             panic!("the detector exited with {status} at {now} of {target} committed offsets");
         }
         assert!(began.elapsed() < limit, "the detector committed {now} of {target} offsets within {limit:?}");
         std::thread::sleep(Duration::from_millis(200)); // polling a condition, with a deadline
     }
-}
-
-fn terminate(mut child: Child) {
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "detector exited with {status} after SIGTERM");
 }
 
 fn alerts(bootstrap: &str, prefix: &str) -> Vec<Alert> {
@@ -132,7 +158,7 @@ fn alerts_come_before_injected_failures_and_seldom_on_healthy_instances() {
     let (truth, records) = prepare(bootstrap, &prefix, 40, "4h", 11);
     let mut d = detector(bootstrap, &prefix, &group, "r1", &[]);
     wait_committed(bootstrap, &group, &format!("{prefix}.telemetry"), records as i64, Duration::from_secs(600), &mut d);
-    terminate(d);
+    d.terminate();
     let alerts = alerts(bootstrap, &prefix);
 
     let failing: BTreeSet<&str> = truth.iter().map(|t| t["instance"].as_str().unwrap()).collect();
@@ -213,7 +239,7 @@ fn sigkilled_and_restarted_detector_emits_exactly_the_alerts_of_an_uninterrupted
     let group = common::unique("g");
     let mut d = detector(bootstrap, &clean, &group, "clean", &[]);
     wait_committed(bootstrap, &group, &telemetry(&clean), records as i64, Duration::from_secs(600), &mut d);
-    terminate(d);
+    d.terminate();
     let expected = alerts(bootstrap, &clean);
     assert!(expected.iter().any(|a| a.kind == AlertKind::Signature), "the clean run found no signature match");
     assert!(expected.iter().any(|a| a.kind == AlertKind::Offline), "the clean run found no crash");
@@ -224,12 +250,11 @@ fn sigkilled_and_restarted_detector_emits_exactly_the_alerts_of_an_uninterrupted
     for k in 1..=3i64 {
         let mut d = detector(bootstrap, &crashed, &group, "crashy", &small);
         wait_committed(bootstrap, &group, &telemetry(&crashed), records as i64 * k / 4, Duration::from_secs(600), &mut d);
-        d.kill().unwrap(); // SIGKILL
-        d.wait().unwrap();
+        d.kill(); // SIGKILL
     }
     let mut d = detector(bootstrap, &crashed, &group, "crashy", &small);
     wait_committed(bootstrap, &group, &telemetry(&crashed), records as i64, Duration::from_secs(600), &mut d);
-    terminate(d);
+    d.terminate();
     let got = alerts(bootstrap, &crashed);
 
     let got_ids = ids(&got);
@@ -253,7 +278,7 @@ fn stopping_one_of_two_replicas_hands_its_partitions_over_without_duplicate_or_g
     let group = common::unique("g");
     let mut d = detector(bootstrap, &single, &group, "solo", &[]);
     wait_committed(bootstrap, &group, &format!("{single}.telemetry"), records as i64, Duration::from_secs(600), &mut d);
-    terminate(d);
+    d.terminate();
     let expected = ids(&alerts(bootstrap, &single));
     assert!(!expected.is_empty());
 
@@ -263,9 +288,9 @@ fn stopping_one_of_two_replicas_hands_its_partitions_over_without_duplicate_or_g
     let mut a = detector(bootstrap, &pair, &group, "a", &small);
     let mut b = detector(bootstrap, &pair, &group, "b", &small);
     wait_committed(bootstrap, &group, &topic, records as i64 / 3, Duration::from_secs(600), &mut a);
-    terminate(a);
+    a.terminate();
     wait_committed(bootstrap, &group, &topic, records as i64, Duration::from_secs(600), &mut b);
-    terminate(b);
+    b.terminate();
     assert_eq!(ids(&alerts(bootstrap, &pair)), expected, "two replicas with a hand-over differ from one");
 }
 
@@ -310,7 +335,7 @@ fn poison_records_go_to_the_dlq_with_their_reason_and_the_partition_keeps_flowin
 
     let mut d = detector(bootstrap, &prefix, &group, "p", &[]);
     wait_committed(bootstrap, &group, &topic, records as i64 + 3, Duration::from_secs(300), &mut d);
-    terminate(d);
+    d.terminate();
 
     let dead: Vec<(DeadLetter, Vec<(String, String)>)> = common::read_all(bootstrap, &format!("{prefix}.dlq"))
         .iter()
