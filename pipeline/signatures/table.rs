@@ -207,9 +207,22 @@ fn load_visible(config: &ClientConfig, topic: &str) -> Result<Loaded, ReadError>
     loop {
         match load(config, topic) {
             Err(ReadError::NoTopic(_)) if Instant::now() < deadline => std::thread::sleep(POLL_SLICE),
+            // A topic created a moment ago may not have its leader yet.
+            Err(ReadError::Kafka { source, .. }) if transient(&source) && Instant::now() < deadline => {
+                std::thread::sleep(POLL_SLICE)
+            }
             other => return other,
         }
     }
+}
+
+/// Errors of a topic whose partitions are still being set up.
+fn transient(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::NotLeaderForPartition | C::LeaderNotAvailable | C::UnknownTopicOrPartition | C::UnknownPartition)
+    )
 }
 
 /// Every partition of the topic, from where the load stopped (or the beginning, for a
