@@ -91,8 +91,16 @@ impl std::fmt::Display for Report {
         let cluster = if self.embedded_cluster { "embedded mock cluster" } else { "Kafka cluster" };
         let s = &self.score;
         writeln!(f, "augur demo on the {cluster}, {:.1} s", self.wall_seconds)?;
-        writeln!(f, "  fleet                      {} instances, {:.1} h simulated", self.instances, self.simulated_hours)?;
-        writeln!(f, "  telemetry records          {} produced, {} detected", self.records_produced, self.records_detected)?;
+        writeln!(
+            f,
+            "  fleet                      {} instances, {:.1} h simulated",
+            self.instances, self.simulated_hours
+        )?;
+        writeln!(
+            f,
+            "  telemetry records          {} produced, {} detected",
+            self.records_produced, self.records_detected
+        )?;
         writeln!(f, "  failure signatures         {}", self.signatures)?;
         writeln!(f, "  failures injected          {} ({} happened)", self.failures_injected, s.failures_happened)?;
         writeln!(f, "  predicted before failure   {} of {}", s.failures_predicted, s.failures_happened)?;
@@ -131,7 +139,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
     let began = Instant::now();
     // Refuse an unwritable report path before doing any work.
     let report_file = match &args.report {
-        Some(path) => Some(std::fs::File::create(path).map_err(|source| DemoError::Report { path: path.clone(), source })?),
+        Some(path) => {
+            Some(std::fs::File::create(path).map_err(|source| DemoError::Report { path: path.clone(), source })?)
+        }
         None => None,
     };
     let cluster = Cluster::open(&args.kafka.config())?;

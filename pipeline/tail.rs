@@ -17,8 +17,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{
-    Actuation, Adjustment, Alert, Codec, CodecError, DeadLetter, FailureSignature, FeedbackOutcome,
-    ModelAnnouncement, Record, TelemetrySample,
+    Actuation, Adjustment, Alert, Codec, CodecError, DeadLetter, FailureSignature, FeedbackOutcome, ModelAnnouncement,
+    Record, TelemetrySample,
 };
 use crate::kafka::{Cluster, ConnectError, KafkaArgs};
 
@@ -202,4 +202,3 @@ fn partitions_of<C: rdkafka::ClientContext>(
     }
     Ok(list)
 }
-

@@ -27,7 +27,10 @@ fn fastavro_decodes_every_record_type_from_the_schema_files_alone() {
                 function: "checkout".into(),
                 seq: 7,
                 timestamp_ms: 1_795_000_000_123,
-                metrics: vec![Metric::new(metric_names::CPU_UTILIZATION, 0.25), Metric::new(metric_names::MEMORY_USED, 3.5e8)],
+                metrics: vec![
+                    Metric::new(metric_names::CPU_UTILIZATION, 0.25),
+                    Metric::new(metric_names::MEMORY_USED, 3.5e8),
+                ],
                 labels: BTreeMap::from([("zone".into(), "b".into())]),
             },
             &mut file,
@@ -158,11 +161,8 @@ fn fastavro_decodes_every_record_type_from_the_schema_files_alone() {
             .arg(common::repo_root().join("schemas"))
             .arg(&records),
     );
-    let decoded: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let decoded: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(decoded.len(), expected.len(), "fastavro decoded a different number of records");
     for (got, (name, record)) in decoded.into_iter().zip(expected.drain(..)) {
         assert_eq!(got["schema"], serde_json::Value::String(format!("augur.{name}")), "schema chosen by fingerprint");

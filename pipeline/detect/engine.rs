@@ -161,7 +161,13 @@ impl Ctx {
                 replayed = self.replay_into(&reader, &mut state, &matcher, &mut dtw, resume)?;
                 state.finish_replay(&self.shared, &matcher, &mut dtw);
             }
-            tracing::info!(partition = p, ?resume, replayed, took_ms = began.elapsed().as_millis() as u64, "partition rebuilt");
+            tracing::info!(
+                partition = p,
+                ?resume,
+                replayed,
+                took_ms = began.elapsed().as_millis() as u64,
+                "partition rebuilt"
+            );
             lock(&self.states).insert(p, state);
         }
         Ok(())
@@ -306,7 +312,11 @@ pub fn run(
         let mut offsets = TopicPartitionList::new();
         for (state, msgs, _) in &work {
             if let Some(last) = msgs.last() {
-                offsets.add_partition_offset(&config.telemetry_topic, state.partition(), Offset::Offset(last.offset() + 1))?;
+                offsets.add_partition_offset(
+                    &config.telemetry_topic,
+                    state.partition(),
+                    Offset::Offset(last.offset() + 1),
+                )?;
             }
         }
         let outcome = transact(&config, &producer, &consumer, &offsets, &work, &alert_codec, &dead_codec);

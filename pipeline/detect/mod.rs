@@ -146,9 +146,8 @@ pub async fn run_on(
             TopicSpec { name: cluster.topic::<FailureSignature>(), partitions: 1, retention: Retention::Compacted },
         ])
         .await?;
-    let table = SignatureTable::follow(cluster, shutdown.clone())
-        .await
-        .map_err(|e| DetectError::Signatures(e.to_string()))?;
+    let table =
+        SignatureTable::follow(cluster, shutdown.clone()).await.map_err(|e| DetectError::Signatures(e.to_string()))?;
 
     let liveness = LivenessConfig::default();
     // Both the windows and the liveness detector must come out of a replay as they were;
@@ -187,10 +186,7 @@ pub async fn run_on(
         alerts_topic: cluster.topic::<Alert>(),
         dlq_topic: cluster.topic::<DeadLetter>(),
         replica_id,
-        threads: args.threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
-            usize::from,
-        ),
+        threads: args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from),
         batch_max: args.batch_max as usize,
         batch_wait: args.batch_wait,
         dtw_radius: DTW_RADIUS,

@@ -118,7 +118,14 @@ impl PartitionState {
     }
 
     /// Processes one record.
-    pub fn process(&mut self, shared: &Shared, matcher: &Matcher, dtw: &mut Dtw, input: Input<'_>, out: &mut Vec<Output>) {
+    pub fn process(
+        &mut self,
+        shared: &Shared,
+        matcher: &Matcher,
+        dtw: &mut Dtw,
+        input: Input<'_>,
+        out: &mut Vec<Output>,
+    ) {
         self.counters.records += 1;
         let Some(payload) = input.payload else {
             return self.dead(shared, input, "record has no value".to_owned(), out);
@@ -176,7 +183,15 @@ impl PartitionState {
         }
     }
 
-    fn evaluate(&mut self, shared: &Shared, matcher: &Matcher, dtw: &mut Dtw, w: &ClosedWindow, offset: i64, out: &mut Vec<Output>) {
+    fn evaluate(
+        &mut self,
+        shared: &Shared,
+        matcher: &Matcher,
+        dtw: &mut Dtw,
+        w: &ClosedWindow,
+        offset: i64,
+        out: &mut Vec<Output>,
+    ) {
         self.counters.windows += 1;
         let evaluation = matcher.evaluate(dtw, &w.app_type, &w.function, &w.values);
         let matched = evaluation.as_ref().filter(|e| e.alerts()).map(|e| e.best.signature.key.clone());

@@ -12,7 +12,12 @@ use crate::codec::TelemetrySample;
 const EARLIEST_MS: i64 = 946_684_800_000;
 
 /// Why a record is refused, as the dead letter's reason.
-pub fn check(sample: &TelemetrySample, key: Option<&[u8]>, clock_ms: Option<i64>, max_future_ms: i64) -> Result<(), String> {
+pub fn check(
+    sample: &TelemetrySample,
+    key: Option<&[u8]>,
+    clock_ms: Option<i64>,
+    max_future_ms: i64,
+) -> Result<(), String> {
     if sample.instance_id.trim().is_empty() {
         return Err("instance_id is empty".to_owned());
     }

@@ -29,7 +29,9 @@ pub enum ReadError {
     },
     #[error("topic {0} does not exist")]
     NoTopic(String),
-    #[error("{topic}/{partition}: no record at offset {offset} below the high watermark {high} within {CALL_TIMEOUT:?}")]
+    #[error(
+        "{topic}/{partition}: no record at offset {offset} below the high watermark {high} within {CALL_TIMEOUT:?}"
+    )]
     Stalled { topic: String, partition: i32, offset: i64, high: i64 },
 }
 

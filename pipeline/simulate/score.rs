@@ -66,7 +66,11 @@ pub fn score(truth: &[GroundTruth], alerts: &[Alert], instances: usize, hours: f
             s.failures_predicted += 1;
             leads.entry(t.kind.name().to_owned()).or_default().push((failure - at) as f64 / 1000.0);
         }
-        if let Some(at) = on_instance.filter(|a| a.kind == AlertKind::Offline && a.window_end_ms >= failure).map(|a| a.window_end_ms).min() {
+        if let Some(at) = on_instance
+            .filter(|a| a.kind == AlertKind::Offline && a.window_end_ms >= failure)
+            .map(|a| a.window_end_ms)
+            .min()
+        {
             s.crashes_detected_offline += 1;
             offline_delays.push((at - failure) as f64 / 1000.0);
         }
@@ -83,11 +87,8 @@ pub fn score(truth: &[GroundTruth], alerts: &[Alert], instances: usize, hours: f
     s.false_alarms =
         alerts.iter().filter(|a| a.kind == AlertKind::Signature && !failing.contains(a.instance_id.as_str())).count();
     s.healthy_instance_hours = instances.saturating_sub(failing.len()) as f64 * hours;
-    s.false_alarms_per_100_instance_hours = if s.healthy_instance_hours > 0.0 {
-        100.0 * s.false_alarms as f64 / s.healthy_instance_hours
-    } else {
-        0.0
-    };
+    s.false_alarms_per_100_instance_hours =
+        if s.healthy_instance_hours > 0.0 { 100.0 * s.false_alarms as f64 / s.healthy_instance_hours } else { 0.0 };
     s
 }
 

@@ -82,10 +82,8 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", bootstrap);
     let mut out = Vec::new();
-    augur::kafka::reader::read_to_end(&config, topic, augur::kafka::reader::Start::Beginning, |m| {
-        out.push(m.detach())
-    })
-    .unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+    augur::kafka::reader::read_to_end(&config, topic, augur::kafka::reader::Start::Beginning, |m| out.push(m.detach()))
+        .unwrap_or_else(|e| panic!("reading {topic}: {e}"));
     out
 }
 

@@ -59,7 +59,13 @@ impl Drop for Detector {
 
 /// Simulates a fleet into `<prefix>.telemetry` and imports the starter signatures;
 /// returns the ground truth and the number of records.
-fn prepare(bootstrap: &str, prefix: &str, instances: usize, duration: &str, seed: u64) -> (Vec<serde_json::Value>, u64) {
+fn prepare(
+    bootstrap: &str,
+    prefix: &str,
+    instances: usize,
+    duration: &str,
+    seed: u64,
+) -> (Vec<serde_json::Value>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let truth = dir.path().join("truth.jsonl");
     let out = common::run_ok(common::augur().args([
@@ -182,10 +188,13 @@ fn alerts_come_before_injected_failures_and_seldom_on_healthy_instances() {
     let healthy_hours = (40 - failing.len()) as f64 * 4.0;
     let false_alarms =
         alerts.iter().filter(|a| a.kind == AlertKind::Signature && !failing.contains(a.instance_id.as_str())).count();
-    eprintln!("lead time before failure by kind (s): {:?}", lead_by_kind
-        .iter()
-        .map(|(k, v)| (k.clone(), v.iter().map(|ms| ms / 1000).collect::<Vec<_>>()))
-        .collect::<BTreeMap<_, _>>());
+    eprintln!(
+        "lead time before failure by kind (s): {:?}",
+        lead_by_kind
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(|ms| ms / 1000).collect::<Vec<_>>()))
+            .collect::<BTreeMap<_, _>>()
+    );
     eprintln!("missed: {missed:?}; false alarms: {false_alarms} over {healthy_hours} healthy instance-hours");
     let happened = truth.iter().filter(|t| t["failure_ms"].is_i64()).count();
     assert!(happened >= 8, "the simulation should have produced failures: {happened}");
@@ -216,7 +225,17 @@ fn alerts_come_before_injected_failures_and_seldom_on_healthy_instances() {
     assert_eq!(lines.lines().count(), alerts.len());
     for line in lines.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        for field in ["id", "instance", "app_type", "function", "window_start_ms", "window_end_ms", "signature", "confidence", "explanation"] {
+        for field in [
+            "id",
+            "instance",
+            "app_type",
+            "function",
+            "window_start_ms",
+            "window_end_ms",
+            "signature",
+            "confidence",
+            "explanation",
+        ] {
             assert!(v.get(field).is_some(), "tail alerts lacks {field}: {line}");
         }
     }
@@ -249,7 +268,14 @@ fn sigkilled_and_restarted_detector_emits_exactly_the_alerts_of_an_uninterrupted
     let small = ["--batch-max", "300"];
     for k in 1..=3i64 {
         let mut d = detector(bootstrap, &crashed, &group, "crashy", &small);
-        wait_committed(bootstrap, &group, &telemetry(&crashed), records as i64 * k / 4, Duration::from_secs(600), &mut d);
+        wait_committed(
+            bootstrap,
+            &group,
+            &telemetry(&crashed),
+            records as i64 * k / 4,
+            Duration::from_secs(600),
+            &mut d,
+        );
         d.kill(); // SIGKILL
     }
     let mut d = detector(bootstrap, &crashed, &group, "crashy", &small);

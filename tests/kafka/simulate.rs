@@ -49,11 +49,7 @@ fn simulated_fleet_arrives_whole_keyed_and_in_sequence() {
         let sample = codec.decode(m.payload().expect("payload")).expect("every record decodes");
         let key = std::str::from_utf8(m.key().expect("key")).unwrap();
         assert_eq!(key, sample.instance_id, "record key is the instance id");
-        assert_eq!(
-            m.timestamp().to_millis(),
-            Some(sample.timestamp_ms),
-            "Kafka timestamp is the sample's event time"
-        );
+        assert_eq!(m.timestamp().to_millis(), Some(sample.timestamp_ms), "Kafka timestamp is the sample's event time");
         seqs.entry(sample.instance_id).or_default().push(sample.seq);
     }
     assert_eq!(seqs.len(), 12, "every instance reported");

@@ -22,7 +22,8 @@ async fn produce(bootstrap: &str, topic: &str, payload: &[u8]) {
 async fn tail_skips_garbage_and_unknown_fingerprints_with_the_reason_and_prints_the_rest() {
     let bootstrap = common::bootstrap();
     let prefix = common::unique("tail");
-    let config = KafkaConfig { brokers: Some(bootstrap.to_owned()), topic_prefix: prefix.clone(), ..Default::default() };
+    let config =
+        KafkaConfig { brokers: Some(bootstrap.to_owned()), topic_prefix: prefix.clone(), ..Default::default() };
     let cluster = Cluster::open(&config).unwrap();
     let topic = cluster.topic::<TelemetrySample>();
     // One partition, so the order below is the order tail reads.
