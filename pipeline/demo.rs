@@ -19,13 +19,13 @@ use rdkafka::message::Message;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Alert, AlertKind, Codec};
+use crate::codec::{Alert, Codec};
 use crate::detect::{self, DetectError};
 use crate::kafka::reader::{self, ReadError, Start};
 use crate::kafka::{Cluster, ConnectError, KafkaArgs};
 use crate::signatures::{starter, store};
 use crate::simulate::score::{score, Score};
-use crate::simulate::{self, GroundTruth, SimulateError, Speed};
+use crate::simulate::{self, SimulateError, Speed};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -147,7 +147,6 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
     let cluster = Cluster::open(&args.kafka.config())?;
 
     // 1. The fleet's telemetry, and its ground truth.
-    let truth_path = std::env::temp_dir().join(format!("augur-demo-truth-{}.jsonl", std::process::id()));
     let sim = simulate::Args {
         instances: args.instances,
         duration: args.duration,
@@ -157,14 +156,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
         start: None,
         failure_fraction: 0.3,
         kinds: Vec::new(),
-        ground_truth: Some(truth_path.clone()),
+        ground_truth: None,
         partitions: 6,
         kafka: args.kafka.clone(),
     };
     let summary = simulate::run_on(&cluster, sim, shutdown.clone()).await?;
-    let truth_text = std::fs::read_to_string(&truth_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&truth_path);
-    let truth: Vec<GroundTruth> = truth_text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
 
     // 2. The starter failure signatures.
     let library = starter::library().map_err(|e| DemoError::Signatures(e.to_string()))?;
@@ -221,7 +217,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
     let hours = args.duration.as_secs_f64() / 3600.0;
     let mut by_kind = BTreeMap::new();
     for a in &alerts {
-        *by_kind.entry(kind_name(a.kind).to_owned()).or_insert(0) += 1;
+        *by_kind.entry(a.kind.name().to_ascii_uppercase()).or_insert(0) += 1;
     }
     let report = Report {
         embedded_cluster: cluster.is_embedded(),
@@ -232,7 +228,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
         signatures: signatures.len(),
         failures_injected: summary.failures_injected,
         alerts: by_kind,
-        score: score(&truth, &alerts, summary.instances, hours),
+        score: score(&summary.ground_truth, &alerts, summary.instances, hours),
         wall_seconds: began.elapsed().as_secs_f64(),
     };
     if let (Some(path), Some(file)) = (&args.report, report_file) {
@@ -240,15 +236,6 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
             .map_err(|e| DemoError::Report { path: path.clone(), source: e.into() })?;
     }
     Ok(report)
-}
-
-fn kind_name(kind: AlertKind) -> &'static str {
-    match kind {
-        AlertKind::Signature => "SIGNATURE",
-        AlertKind::Anomaly => "ANOMALY",
-        AlertKind::Offline => "OFFLINE",
-        AlertKind::Recovered => "RECOVERED",
-    }
 }
 
 /// Waits until the detector has committed `total` records; returns how many it did.

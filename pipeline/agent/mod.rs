@@ -95,7 +95,7 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_LOG_PATTERN, value_name = "REGEX", requires = "log_file", value_parser = parse_regex)]
     pub log_pattern: regex::bytes::Regex,
     /// Partitions of the telemetry topic, if this command creates it.
-    #[arg(long, value_name = "N", default_value = "6", value_parser = parse_partitions)]
+    #[arg(long, value_name = "N", default_value = "6", value_parser = crate::kafka::parse_partitions)]
     pub partitions: i32,
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -153,13 +153,6 @@ fn parse_selector(s: &str) -> Result<Selector, String> {
 
 fn parse_regex(s: &str) -> Result<regex::bytes::Regex, String> {
     regex::bytes::Regex::new(s).map_err(|e| format!("invalid regex: {}", prometheus::one_line(&e)))
-}
-
-fn parse_partitions(s: &str) -> Result<i32, String> {
-    match s.parse::<i32>() {
-        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
-        _ => Err("must be a whole number from 1 to 10000".to_owned()),
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

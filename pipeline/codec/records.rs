@@ -58,6 +58,18 @@ pub enum AlertKind {
     Recovered,
 }
 
+impl AlertKind {
+    /// Lower-case name, as alert ids spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Signature => "signature",
+            Self::Anomaly => "anomaly",
+            Self::Offline => "offline",
+            Self::Recovered => "recovered",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub id: String,

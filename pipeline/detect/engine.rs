@@ -128,7 +128,7 @@ impl ConsumerContext for Ctx {
             if partitions.is_empty() {
                 return;
             }
-            if let Err(e) = self.rebuild(consumer, &partitions) {
+            if let Err(e) = self.rebuild(consumer, &partitions).map(drop) {
                 *lock(&self.failure) = Some(e);
             }
             lock(&self.changed).extend(partitions);
@@ -137,8 +137,9 @@ impl ConsumerContext for Ctx {
 }
 
 impl Ctx {
-    /// Replays the lookback before each partition's committed offset into fresh state.
-    fn rebuild(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> Result<(), EngineError> {
+    /// Replays the lookback before each partition's committed offset into fresh state;
+    /// returns the committed offsets it rebuilt to.
+    fn rebuild(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> Result<TopicPartitionList, EngineError> {
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
             tpl.add_partition(&self.topic, p);
@@ -170,7 +171,7 @@ impl Ctx {
             );
             lock(&self.states).insert(p, state);
         }
-        Ok(())
+        Ok(committed)
     }
 
     fn replay_into(
@@ -430,8 +431,7 @@ enum TxnError {
 fn classify(e: KafkaError) -> TxnError {
     match &e {
         KafkaError::Transaction(t) if t.is_fatal() => TxnError::Fatal(e),
-        KafkaError::Transaction(t) if t.txn_requires_abort() => TxnError::Abort(e),
-        KafkaError::Transaction(_) => TxnError::Abort(e),
+        // Abortable, or not a transactional error at all: abort and read the batch again.
         _ => TxnError::Abort(e),
     }
 }
@@ -522,8 +522,7 @@ fn rewind(consumer: &BaseConsumer<Ctx>) -> Result<(), EngineError> {
     let assignment = consumer.assignment()?;
     let ctx = consumer.context();
     let partitions = partitions_of(&assignment, &ctx.topic);
-    ctx.rebuild(consumer, &partitions)?;
-    let committed = consumer.committed_offsets(assignment, CALL_TIMEOUT)?;
+    let committed = ctx.rebuild(consumer, &partitions)?;
     for e in committed.elements() {
         let to = match e.offset() {
             Offset::Offset(o) => Offset::Offset(o),

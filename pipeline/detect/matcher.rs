@@ -215,18 +215,30 @@ fn prepare(sig: &FailureSignature, features: &[String], step_ms: i64, points: us
     if sig.series.len() != sig.metrics.len() || sig.normalisation.len() != sig.metrics.len() {
         return Err("metrics, normalisation and series differ in number".to_owned());
     }
-    let mut data = vec![0.0; len * sig.metrics.len()];
-    for (c, ((channel, &mode), name)) in sig.series.iter().zip(&sig.normalisation).zip(&sig.metrics).enumerate() {
-        if channel.len() != len {
-            return Err(format!("channel {name} has {} points, the first has {len}", channel.len()));
-        }
-        let mut v = channel.clone();
-        features::normalise(&mut v, mode, name);
-        for (t, x) in v.into_iter().enumerate() {
-            data[t * sig.metrics.len() + c] = x;
+    if let Some(short) = sig.series.iter().zip(&sig.metrics).find(|(c, _)| c.len() != len) {
+        return Err(format!("channel {} has {} points, the first has {len}", short.1, short.0.len()));
+    }
+    normalised(sig.series.clone(), &sig.metrics, &sig.normalisation).map_err(|e| e.to_string())
+}
+
+/// Channels of equal length, each normalised by `features::normalise` with its mode,
+/// as one time-major series: how signatures are prepared for matching (here, and
+/// where extraction scores a signature the way the detector will).
+pub fn normalised(
+    mut channels: Vec<Vec<f64>>,
+    metrics: &[String],
+    modes: &[Normalisation],
+) -> Result<Series, crate::detect::dtw::DtwError> {
+    let n = channels.len();
+    let len = channels.first().map_or(0, Vec::len);
+    let mut data = vec![0.0; len * n];
+    for (c, ((channel, &mode), name)) in channels.iter_mut().zip(modes).zip(metrics).enumerate() {
+        features::normalise(channel, mode, name);
+        for (t, &x) in channel.iter().enumerate() {
+            data[t * n + c] = x;
         }
     }
-    Series::from_f64(sig.metrics.len(), &data).map_err(|e| e.to_string())
+    Series::from_f64(n, &data)
 }
 
 /// The window's last `group.points` points of the group's metrics, normalised as the

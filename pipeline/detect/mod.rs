@@ -79,7 +79,7 @@ pub struct Args {
     #[arg(long, default_value = "200ms", value_name = "D", value_parser = humantime::parse_duration)]
     pub batch_wait: Duration,
     /// Partitions of the topics this command creates (telemetry, alerts).
-    #[arg(long, default_value = "6", value_name = "N", value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    #[arg(long, default_value = "6", value_name = "N", value_parser = crate::kafka::parse_partitions)]
     pub partitions: i32,
     #[command(flatten)]
     pub kafka: KafkaArgs,

@@ -272,11 +272,5 @@ impl PartitionState {
 
 /// An alert's id: what it is about, readable, and the same in every replay.
 pub fn alert_id(instance: &str, kind: AlertKind, signature: Option<&str>, at_ms: i64) -> String {
-    let kind = match kind {
-        AlertKind::Signature => "signature",
-        AlertKind::Anomaly => "anomaly",
-        AlertKind::Offline => "offline",
-        AlertKind::Recovered => "recovered",
-    };
-    format!("{instance}/{kind}/{}/{at_ms}", signature.unwrap_or("-"))
+    format!("{instance}/{}/{}/{at_ms}", kind.name(), signature.unwrap_or("-"))
 }

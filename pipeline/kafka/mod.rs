@@ -245,6 +245,14 @@ impl KafkaArgs {
     }
 }
 
+/// Parses a topic's partition count for the commands that create topics.
+pub fn parse_partitions(s: &str) -> Result<i32, String> {
+    match s.parse::<i32>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err("must be a whole number from 1 to 10000".to_owned()),
+    }
+}
+
 /// Parses `KEY=VALUE` for repeatable flags.
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {

@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub ground_truth: Option<PathBuf>,
     /// Partitions of the telemetry topic, if this command creates it.
-    #[arg(long, value_name = "N", default_value = "6", value_parser = parse_partitions, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value = "6", value_parser = crate::kafka::parse_partitions, allow_negative_numbers = true)]
     pub partitions: i32,
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -149,13 +149,6 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_partitions(s: &str) -> Result<i32, String> {
-    match s.parse::<i32>() {
-        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
-        _ => Err("must be a whole number from 1 to 10000".to_owned()),
-    }
-}
-
 impl Args {
     /// The fleet these flags describe, with the start time resolved against `now_ms`
     /// (aligned down to the interval, so timestamps read well). Checks the flags
@@ -218,6 +211,9 @@ pub struct Summary {
     pub last_timestamp_ms: Option<i64>,
     /// Shutdown was requested before the end of the simulated time.
     pub stopped_early: bool,
+    /// The injected failures, as `--ground-truth` writes them (not in the summary line).
+    #[serde(skip)]
+    pub ground_truth: Vec<GroundTruth>,
 }
 
 /// How long the final flush may take before the run reports it as failed.
@@ -298,6 +294,7 @@ pub async fn run_on(cluster: &Cluster, args: Args, shutdown: CancellationToken) 
         first_timestamp_ms: first,
         last_timestamp_ms: last,
         stopped_early,
+        ground_truth: fleet.ground_truth().to_vec(),
     };
     tracing::info!(records, failures_happened = summary.failures_happened, stopped_early, "simulation done");
     Ok(summary)

@@ -76,13 +76,13 @@ fn default_features() -> Vec<String> {
 }
 
 /// The agent's and simulator's reporting interval (10 s): one sample per step.
-const fn default_step_ms() -> i64 {
+pub const fn default_step_ms() -> i64 {
     10_000
 }
 
 /// 64 steps of 10 s, about 10 minutes: long enough to see a leak or a queue build up,
 /// short enough that a failure's lead-up fills most of it.
-const fn default_points() -> usize {
+pub const fn default_points() -> usize {
     64
 }
 
@@ -109,7 +109,7 @@ const fn default_min_coverage() -> f64 {
 
 /// Three steps (30 s at the default step), as long as the lateness: a gap that short
 /// is delivery jitter, not a change in the instance.
-const fn default_max_fill_steps() -> usize {
+pub const fn default_max_fill_steps() -> usize {
     3
 }
 

@@ -36,9 +36,9 @@ use crate::kafka::Cluster;
 use crate::window::features::{self, DEFAULT_FEATURES};
 
 /// The live detector's window: 64 steps of 10 s, gaps filled for at most 3 steps.
-pub const DEFAULT_STEP_MS: i64 = 10_000;
-pub const DEFAULT_POINTS: usize = 64;
-pub const MAX_FILL: usize = 3;
+pub const DEFAULT_STEP_MS: i64 = crate::window::default_step_ms();
+pub const DEFAULT_POINTS: usize = crate::window::default_points();
+pub const MAX_FILL: usize = crate::window::default_max_fill_steps();
 /// Steps between the ends of two calibration windows of one instance (a minute at
 /// 10 s): finer adds little, as neighbouring windows share most of their points.
 pub const CALIBRATION_STRIDE: usize = 6;

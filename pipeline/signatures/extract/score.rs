@@ -12,11 +12,11 @@
 use crate::codec::{FailureSignature, Normalisation};
 use crate::detect::confidence::confidence;
 use crate::detect::dtw::{Dtw, DtwError, Series};
-use crate::window::features;
+use crate::detect::matcher::normalised;
 
 /// The detector's DTW band radius: a signature calibrated with another radius would
 /// score differently live.
-pub const RADIUS: usize = 6;
+pub const RADIUS: usize = crate::detect::DTW_RADIUS;
 /// Lowest and highest threshold calibration sets: below 0.5 a signature alerts on
 /// windows that are as far from it as from anything; above 0.95 it needs a near copy.
 pub const THRESHOLD_FLOOR: f64 = 0.5;
@@ -38,11 +38,9 @@ impl Scorer {
     /// Fails only for a signature that [`crate::signatures::validate`] would refuse.
     pub fn new(signature: &FailureSignature) -> Result<Self, DtwError> {
         let points = signature.series.first().map_or(0, Vec::len);
-        let channels: Vec<Vec<f64>> = signature.series.clone();
-        let data = normalised_time_major(channels, &signature.metrics, &signature.normalisation, points);
         Ok(Self {
             dtw: Dtw::new(RADIUS),
-            signature: Series::from_f64(signature.metrics.len(), &data)?,
+            signature: normalised(signature.series.clone(), &signature.metrics, &signature.normalisation)?,
             metrics: signature.metrics.clone(),
             modes: signature.normalisation.clone(),
             points,
@@ -75,8 +73,7 @@ impl Scorer {
                 channel.push(v);
             }
         }
-        let data = normalised_time_major(channels, &self.metrics, &self.modes, self.points);
-        let query = Series::from_f64(n, &data).ok()?;
+        let query = normalised(channels, &self.metrics, &self.modes).ok()?;
         let distance = self.dtw.distance(&query, &self.signature);
         Some(confidence(distance, self.points, n))
     }
@@ -85,23 +82,6 @@ impl Scorer {
 /// The confidence of `signature` on `window` (see [`Scorer::confidence`]).
 pub fn confidence_against(signature: &FailureSignature, window: &[f64]) -> Option<f64> {
     Scorer::new(signature).ok()?.confidence(window)
-}
-
-fn normalised_time_major(
-    mut channels: Vec<Vec<f64>>,
-    metrics: &[String],
-    modes: &[Normalisation],
-    points: usize,
-) -> Vec<f64> {
-    let n = channels.len();
-    let mut data = vec![0.0; points * n];
-    for (c, ((channel, &mode), name)) in channels.iter_mut().zip(modes).zip(metrics).enumerate() {
-        features::normalise(channel, mode, name);
-        for (t, &v) in channel.iter().enumerate().take(points) {
-            data[t * n + c] = v;
-        }
-    }
-    data
 }
 
 /// How a threshold was set from healthy windows.
