@@ -9,7 +9,9 @@
 use std::hint::black_box;
 
 use augur::codec::{metric_names as mn, TelemetrySample};
+use augur::detect::confidence::distance_at;
 use augur::detect::dtw::{Dtw, Library, Series};
+use augur::detect::matcher::MATCH_FLOOR;
 use augur::simulate::{FailureKind, Fleet, FleetConfig};
 use criterion::{criterion_group, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -138,25 +140,30 @@ pub fn library_search(c: &mut Criterion) {
     let mut dtw = Dtw::new(R);
     let mut g = c.benchmark_group("library_search");
     g.throughput(Throughput::Elements(1));
-    for (name, query, lib) in [
-        ("query_rand", &rand_q, &walks),
-        ("query_near", &near_q, &walks),
-        ("sim_healthy", &healthy_q, &sim),
-        ("sim_developing", &developing_q, &sim),
+    // The detector's search is bounded at the distance of the lowest confidence it
+    // reports (`Matcher`): signatures further away are no match at all.
+    let floor = distance_at(MATCH_FLOOR, L, C);
+    for (name, query, lib, bound) in [
+        ("query_rand", &rand_q, &walks, f64::INFINITY),
+        ("query_near", &near_q, &walks, f64::INFINITY),
+        ("sim_healthy", &healthy_q, &sim, f64::INFINITY),
+        ("sim_developing", &developing_q, &sim, f64::INFINITY),
+        ("sim_healthy_floor", &healthy_q, &sim, floor),
+        ("sim_developing_floor", &developing_q, &sim, floor),
     ] {
-        let m = dtw.search(query, lib);
+        let m = dtw.search_within(query, lib, bound);
+        let hit = |h: Option<augur::detect::dtw::Hit>| h.map(|h| (h.index, (h.distance * 1000.0).round() / 1000.0));
         eprintln!(
-            "library_search/{name}: best {} ({:.3}), runner-up {:?}; DTW {} (abandoned {}), pruned by LB_Kim {}, \
+            "library_search/{name}: best {:?}, runner-up {:?}; DTW {} (abandoned {}), pruned by LB_Kim {}, \
              by LB_Keogh {}",
-            m.best.index,
-            m.best.distance,
-            m.runner_up.map(|h| (h.index, (h.distance * 1000.0).round() / 1000.0)),
+            hit(m.best),
+            hit(m.runner_up),
             m.computed,
             m.abandoned,
             m.pruned_kim,
             m.pruned_keogh
         );
-        g.bench_function(name, |b| b.iter(|| dtw.search(black_box(query), lib)));
+        g.bench_function(name, |b| b.iter(|| dtw.search_within(black_box(query), lib, bound)));
     }
     g.finish();
 }

@@ -152,6 +152,7 @@ pub struct Actuation {
 pub enum Normalisation {
     Level,
     Shape,
+    Rise,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,14 +11,25 @@
 //! lower bounds prune across the whole group. A window that lacks a metric a group
 //! needs (never reported, or a gap longer than the window fills) is not compared with
 //! that group: a missing reading is not a reading of zero.
+//!
+//! A signature whose confidence on the window is under [`MATCH_FLOOR`] (or under its
+//! own threshold, if that is lower) is no match at all: it is neither the best nor the
+//! runner-up. The search is bounded at the distance of that confidence, so on a
+//! healthy window, far from every signature, the lower bounds rule out nearly all of
+//! them without a DTW.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::codec::{FailureSignature, MetricContribution, Normalisation};
-use crate::detect::confidence::confidence;
+use crate::detect::confidence::{confidence, distance_at};
 use crate::detect::dtw::{Dtw, Library, Series};
 use crate::window::features;
+
+/// Confidence under which a signature does not match a window at all: at 0.01 the
+/// mean squared difference per cell is 4.6 times the confidence scale, as far from the
+/// signature as a window gets that shares nothing of it but its units.
+pub const MATCH_FLOOR: f64 = 0.01;
 
 /// One signature as the matcher knows it.
 #[derive(Debug, Clone)]
@@ -68,6 +79,9 @@ struct Group {
     points: usize,
     library: Library,
     signatures: Vec<SignatureRef>,
+    /// The DTW distance of the group's floor confidence: [`MATCH_FLOOR`], or the
+    /// lowest threshold of its signatures if that is lower.
+    bound: f64,
 }
 
 /// Why a signature of the table is not matched against windows.
@@ -115,7 +129,7 @@ impl Matcher {
         let mut groups = Vec::new();
         for ((app_type, function, names, modes, len), members) in grouped {
             let channels = names.iter().map(|n| features.iter().position(|f| f == n).unwrap_or(0)).collect();
-            let signatures = members
+            let signatures: Vec<SignatureRef> = members
                 .iter()
                 .map(|(key, sig, _)| SignatureRef {
                     key: Arc::from(key.as_str()),
@@ -123,10 +137,20 @@ impl Matcher {
                     threshold: sig.threshold,
                 })
                 .collect();
+            let floor = signatures.iter().map(|s| s.threshold).fold(MATCH_FLOOR, f64::min);
+            let bound = distance_at(floor, len, names.len());
             match Library::new(members.into_iter().map(|(_, _, s)| s).collect(), radius) {
-                Ok(library) => {
-                    groups.push(Group { app_type, function, channels, names, modes, points: len, library, signatures })
-                }
+                Ok(library) => groups.push(Group {
+                    app_type,
+                    function,
+                    channels,
+                    names,
+                    modes,
+                    points: len,
+                    library,
+                    signatures,
+                    bound,
+                }),
                 Err(e) => skipped.extend(signatures_keys(&signatures, &e.to_string())),
             }
         }
@@ -161,11 +185,11 @@ impl Matcher {
                 continue;
             }
             let Some(query) = query(group, values, self.points, channels_total) else { continue };
-            let m = dtw.search(&query, &group.library);
+            let m = dtw.search_within(&query, &group.library, group.bound);
             computed += m.computed;
             pruned += m.pruned_kim + m.pruned_keogh;
             let cells = (group.points, group.channels.len());
-            for hit in std::iter::once(m.best).chain(m.runner_up) {
+            for hit in m.best.into_iter().chain(m.runner_up) {
                 let candidate = Candidate {
                     signature: group.signatures[hit.index].clone(),
                     distance: hit.distance,

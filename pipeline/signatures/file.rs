@@ -298,6 +298,8 @@ enum Mode {
     Level,
     #[serde(rename = "SHAPE", alias = "shape")]
     Shape,
+    #[serde(rename = "RISE", alias = "rise")]
+    Rise,
 }
 
 impl SignatureFile {
@@ -308,6 +310,7 @@ impl SignatureFile {
                 .map(|m| match m {
                     Mode::Level => Normalisation::Level,
                     Mode::Shape => Normalisation::Shape,
+                    Mode::Rise => Normalisation::Rise,
                 })
                 .collect(),
             None => self.metrics.iter().map(|m| features::default_normalisation(m)).collect(),

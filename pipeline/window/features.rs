@@ -67,14 +67,36 @@ pub fn level_unit(name: &str) -> f64 {
     }
 }
 
+/// Share of a series, at its start, whose mean is the opening level a `RISE` channel
+/// is measured against: the first eighth (80 s of the detector's 64 steps of 10 s),
+/// long enough to average out one noisy sample, short enough to precede a failure
+/// that develops within the window.
+pub const RISE_OPENING_SHARE: usize = 8;
+
+/// Floor added to both sides of a `RISE` ratio, in units of [`level_unit`]: a channel
+/// that opens at zero (no errors, no pressure) still has a finite ratio, and changes
+/// well under a hundredth of a unit do not read as large relative rises.
+pub const RISE_FLOOR_UNITS: f64 = 0.01;
+
 /// Normalises one channel of a series in place: `LEVEL` divides by the feature's
 /// [`level_unit`]; `SHAPE` subtracts the mean and divides by the standard deviation,
 /// which is floored at a tenth of the unit so that a flat, noisy channel does not
-/// turn its noise into a shape. Every value must be finite.
+/// turn its noise into a shape; `RISE` is the natural log of each value over the
+/// series' opening level (the mean of its first [`RISE_OPENING_SHARE`]th), so that
+/// the same relative climb compares alike on instances whose levels differ by orders
+/// (a p99 latency going from 0.7 s to 3 s and one going from 12 s to 50 s). Every value
+/// must be finite.
 pub fn normalise(values: &mut [f64], mode: Normalisation, name: &str) {
     let unit = level_unit(name);
     match mode {
         Normalisation::Level => values.iter_mut().for_each(|v| *v /= unit),
+        Normalisation::Rise => {
+            let floor = RISE_FLOOR_UNITS * unit;
+            let k = (values.len() / RISE_OPENING_SHARE).max(1).min(values.len());
+            let opening = values[..k].iter().map(|v| v.max(0.0)).sum::<f64>() / k.max(1) as f64;
+            let base = (opening + floor).ln();
+            values.iter_mut().for_each(|v| *v = (v.max(0.0) + floor).ln() - base);
+        }
         Normalisation::Shape => {
             let n = values.len().max(1) as f64;
             let mean = values.iter().sum::<f64>() / n;
@@ -198,6 +220,25 @@ mod tests {
         let mut level = vec![20.0];
         normalise(&mut level, Normalisation::Level, m::LOG_ERRORS);
         assert_eq!(level, vec![2.0]);
+    }
+
+    #[test]
+    fn rise_normalisation_compares_relative_climbs_across_scales() {
+        let climb = |base: f64| -> Vec<f64> {
+            let mut v: Vec<f64> =
+                (0..16).map(|t| if t < 8 { base } else { base * (1.0 + 0.5 * (t - 7) as f64) }).collect();
+            normalise(&mut v, Normalisation::Rise, m::LATENCY_P99);
+            v
+        };
+        let (fast, slow) = (climb(0.7), climb(12.0));
+        assert!(fast[..8].iter().all(|x| x.abs() < 1e-12), "the opening level maps to zero: {fast:?}");
+        // Tripling reads as ln 3 whatever the level, up to the floor's share.
+        assert!((slow[11] - 3.0f64.ln()).abs() < 1e-3, "{slow:?}");
+        assert!((fast[11] - slow[11]).abs() < 0.02, "{fast:?} vs {slow:?}");
+        // A channel that opens at zero stays finite.
+        let mut zero = vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5];
+        normalise(&mut zero, Normalisation::Rise, m::ERROR_RATE);
+        assert!(zero.iter().all(|x| x.is_finite()) && zero[8] > 3.0, "{zero:?}");
     }
 
     #[test]

@@ -39,6 +39,20 @@
 mod avx2;
 mod kernel;
 mod search;
+/// The smallest f32 at or above `bound²` (rounding down could abandon a distance equal
+/// to the bound); `None` for a negative or NaN bound, which no distance is within.
+fn squared_bound(bound: f64) -> Option<f32> {
+    if bound.is_nan() || bound < 0.0 {
+        return None;
+    }
+    let sq = bound * bound;
+    let mut threshold = sq as f32;
+    if f64::from(threshold) < sq && threshold.is_finite() {
+        threshold = f32::from_bits(threshold.to_bits() + 1);
+    }
+    Some(threshold)
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -239,16 +253,7 @@ impl Dtw {
     /// # Panics
     /// If their channel counts differ.
     pub fn distance_bounded(&mut self, a: &Series, b: &Series, bound: f64) -> Option<f64> {
-        if bound.is_nan() || bound < 0.0 {
-            return None; // negative or NaN: no distance is within it
-        }
-        // The smallest f32 at or above bound²: rounding down could abandon a distance
-        // equal to the bound.
-        let sq = bound * bound;
-        let mut threshold = sq as f32;
-        if f64::from(threshold) < sq {
-            threshold = f32::from_bits(threshold.to_bits() + 1);
-        }
+        let threshold = squared_bound(bound)?;
         let d = self.squared(a, b, threshold);
         (d <= threshold).then(|| f64::from(d).sqrt())
     }
@@ -269,13 +274,29 @@ impl Dtw {
     /// # Panics
     /// If the library has another radius than `self` or other channels than `query`.
     pub fn search(&mut self, query: &Series, library: &Library) -> Match {
+        self.search_within(query, library, f64::INFINITY)
+    }
+
+    /// [`Dtw::search`] among the signatures within DTW distance `bound` of `query`
+    /// only: the UCR suite's best-so-far starts at the bound instead of infinity, so
+    /// that signatures no closer than it cost their lower bounds at most. The best is
+    /// `None` when no signature is within the bound, the runner-up when one is. A
+    /// matcher that never reports a match below some confidence passes the distance of
+    /// that confidence here and gets the same answer as from a full search for every
+    /// window that has such a match.
+    ///
+    /// # Panics
+    /// As [`Dtw::search`].
+    pub fn search_within(&mut self, query: &Series, library: &Library, bound: f64) -> Match {
         assert_eq!(self.radius, library.radius(), "library built for another radius");
         assert_eq!(query.channels, library.channels(), "query and library have different channels");
+        // A NaN or negative bound admits nothing: no squared distance is below -1.
+        let bound_sq = squared_bound(bound).unwrap_or(-1.0);
         match self.engine {
             // SAFETY: as in `squared`.
             #[cfg(target_arch = "x86_64")]
-            Engine::Avx2 | Engine::Avx512 => unsafe { search::search_avx2(self, query, library) },
-            _ => search::search_with::<false>(self, query, library),
+            Engine::Avx2 | Engine::Avx512 => unsafe { search::search_avx2(self, query, library, bound_sq) },
+            _ => search::search_with::<false>(self, query, library, bound_sq),
         }
     }
 

@@ -83,8 +83,9 @@ pub struct Hit {
 /// The result of [`Dtw::search`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Match {
-    pub best: Hit,
-    /// `None` for a library of one signature.
+    /// `None` only when the search was bounded and no signature is within the bound.
+    pub best: Option<Hit>,
+    /// `None` for a library of one signature, or with fewer than two within the bound.
     pub runner_up: Option<Hit>,
     /// Signatures compared by DTW, `abandoned` included.
     pub computed: usize,
@@ -98,12 +99,13 @@ pub struct Match {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn search_avx2(dtw: &mut Dtw, query: &Series, library: &Library) -> Match {
-    search_with::<true>(dtw, query, library)
+pub(super) unsafe fn search_avx2(dtw: &mut Dtw, query: &Series, library: &Library, bound_sq: f32) -> Match {
+    search_with::<true>(dtw, query, library, bound_sq)
 }
 
 /// The two nearest signatures so far, as (squared distance, index); ties go to the
-/// lower index.
+/// lower index. Both start as the bound with no index (`usize::MAX`), so that nothing
+/// beyond the bound gets in and the pruning threshold is the bound from the start.
 struct Top {
     best: (f32, usize),
     second: (f32, usize),
@@ -148,7 +150,7 @@ fn lower_bounds(dtw: &mut Dtw, query: &Series, library: &Library) -> usize {
 }
 
 #[inline(always)]
-pub(super) fn search_with<const AVX2: bool>(dtw: &mut Dtw, query: &Series, library: &Library) -> Match {
+pub(super) fn search_with<const AVX2: bool>(dtw: &mut Dtw, query: &Series, library: &Library, bound_sq: f32) -> Match {
     let r = library.radius;
     let diagonal_kernel = cfg!(target_arch = "x86_64") && AVX2 && r <= DIAG_MAX_RADIUS;
     #[cfg(target_arch = "x86_64")]
@@ -160,7 +162,7 @@ pub(super) fn search_with<const AVX2: bool>(dtw: &mut Dtw, query: &Series, libra
     // distance it bounds by a few ulps per term. Prune only beyond that margin.
     let longest = library.entries.iter().map(|e| e.series.len).max().unwrap_or(0);
     let margin = 1.0 + 4.0 * (query.len + longest + query.channels) as f32 * f32::EPSILON;
-    let mut top = Top { best: (f32::INFINITY, usize::MAX), second: (f32::INFINITY, usize::MAX), abandoned: 0 };
+    let mut top = Top { best: (bound_sq, usize::MAX), second: (bound_sq, usize::MAX), abandoned: 0 };
     let (mut computed, mut pruned_kim, mut pruned_keogh) = (0, 0, 0);
     let decode = |key: u64| (f32::from_bits((key >> 32) as u32), (key & 0xFFFF_FFFF) as usize);
     let mut pos = 0;
@@ -225,7 +227,7 @@ pub(super) fn search_with<const AVX2: bool>(dtw: &mut Dtw, query: &Series, libra
     let (best, second, abandoned) = (top.best, top.second, top.abandoned);
     let hit = |(d, index): (f32, usize)| Hit { index, distance: f64::from(d).sqrt() };
     Match {
-        best: hit(best),
+        best: (best.1 != usize::MAX).then(|| hit(best)),
         runner_up: (second.1 != usize::MAX).then(|| hit(second)),
         computed,
         abandoned,

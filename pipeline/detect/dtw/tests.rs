@@ -172,11 +172,14 @@ fn early_abandoning_never_changes_a_distance_within_the_bound() {
 }
 
 /// Best and runner-up of a plain scan, ties to the lower index.
-fn brute_force(dtw: &mut Dtw, q: &Series, lib: &Library) -> (Hit, Option<Hit>) {
-    let mut all: Vec<Hit> =
-        (0..lib.len()).map(|index| Hit { index, distance: dtw.distance(q, lib.signature(index)) }).collect();
+/// The two nearest signatures within `bound`, by scanning them all.
+fn brute_force(dtw: &mut Dtw, q: &Series, lib: &Library, bound: f64) -> (Option<Hit>, Option<Hit>) {
+    let mut all: Vec<Hit> = (0..lib.len())
+        .map(|index| Hit { index, distance: dtw.distance(q, lib.signature(index)) })
+        .filter(|h| h.distance <= bound)
+        .collect();
     all.sort_by(|x, y| x.distance.total_cmp(&y.distance).then(x.index.cmp(&y.index)));
-    (all[0], all.get(1).copied())
+    (all.first().copied(), all.get(1).copied())
 }
 
 #[test]
@@ -198,10 +201,21 @@ fn search_finds_the_brute_force_best_and_runner_up() {
             }
             let lib = Library::new(sigs, r).unwrap();
             let mut dtw = Dtw::with_engine(r, engine);
+            assert_eq!(dtw.search_within(&lib.signature(0).clone(), &lib, f64::NAN).best, None, "NaN admits nothing");
             for q in [walk(&mut rng, n, channels), lib.signature(size / 2).clone()] {
                 let found = dtw.search(&q, &lib);
-                assert_eq!((found.best, found.runner_up), brute_force(&mut dtw, &q, &lib), "{engine:?} case {case}");
+                let (best, second) = brute_force(&mut dtw, &q, &lib, f64::INFINITY);
+                assert_eq!((found.best, found.runner_up), (best, second), "{engine:?} case {case}");
                 assert_eq!(found.computed + found.pruned_kim + found.pruned_keogh, size);
+                // Bounded: at the best distance exactly, between the two, short of the best.
+                let d1 = best.expect("a library has a signature").distance;
+                let d2 = second.map_or(d1 * 2.0 + 1.0, |h| h.distance);
+                for bound in [d1, (d1 + d2) / 2.0, d2, d1 * 0.9 - 1e-3] {
+                    let within = dtw.search_within(&q, &lib, bound);
+                    let expected = brute_force(&mut dtw, &q, &lib, bound);
+                    assert_eq!((within.best, within.runner_up), expected, "{engine:?} case {case} bound {bound}");
+                    assert_eq!(within.computed + within.pruned_kim + within.pruned_keogh, size);
+                }
             }
         }
     }
@@ -236,7 +250,7 @@ fn search_prunes_far_signatures_and_abandons_most_dtws() {
         sigs.insert(40, shifted(q.clone(), 0.1));
         sigs.insert(70, shifted(q.clone(), -0.2));
         let found = dtw.search(&q, &Library::new(sigs, 6).unwrap());
-        assert_eq!((found.best.index, found.runner_up.map(|h| h.index)), (40, Some(70)));
+        assert_eq!((found.best.map(|h| h.index), found.runner_up.map(|h| h.index)), (Some(40), Some(70)));
         assert_eq!((found.computed, found.pruned_kim + found.pruned_keogh), (2, 98), "{engine:?}: {found:?}");
         assert!(found.pruned_kim > 0 && found.pruned_keogh > 0, "{engine:?}: {found:?}");
     }
