@@ -232,7 +232,7 @@ impl Signatures for TableSignatures {
             }
         }
         let m = Arc::new(Matcher::build(
-            &current.signatures,
+            &current.entries,
             &self.window.features,
             self.window.step_ms,
             self.window.points,

@@ -8,6 +8,7 @@
 
 mod publisher;
 pub mod reader;
+pub mod table;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -57,8 +57,8 @@ async fn the_table_loads_follows_and_skips_what_it_cannot_use_on_the_mock_cluste
     version_reaches(&table, v0 + 1).await;
     let now = table.current();
     assert_eq!(now.version, v0 + 1);
-    assert_eq!(now.signatures.len(), 2);
-    assert_eq!(now.signatures["web/*/a"].threshold, 0.9);
+    assert_eq!(now.entries.len(), 2);
+    assert_eq!(now.entries["web/*/a"].threshold, 0.9);
 
     // Importing the same again is no change; a delete is.
     import(&cluster, &[a2]).await.unwrap();
