@@ -74,8 +74,8 @@ fn train(c: &mut Criterion) {
     let batch = 64;
     for layers in [1, 2] {
         let varmap = VarMap::new();
-        let model = Forecaster::new(config(layers), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))
-            .expect("model");
+        let model =
+            Forecaster::new(config(layers), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).expect("model");
         let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW { lr: 1e-3, weight_decay: 0.0, ..Default::default() })
             .expect("adam");
         let x = Tensor::from_vec(inputs(batch), (batch, L, C), &Device::Cpu).expect("x");

@@ -165,7 +165,12 @@ pub fn fit(data: &Dataset, settings: &Settings, shutdown: &CancellationToken) ->
         window: data.shape,
         model: config,
         // Placeholder until the held-out errors are known; replaced below.
-        calibration: Calibration { anchor_error: 1.0, anchor_quantile: 0.0, anchor_score: 30.0, points_per_doubling: 20.0 },
+        calibration: Calibration {
+            anchor_error: 1.0,
+            anchor_quantile: 0.0,
+            anchor_score: 30.0,
+            points_per_doubling: 20.0,
+        },
         training: Training {
             first_event_ms: data.first_event_ms,
             last_event_ms: data.last_event_ms,

@@ -99,7 +99,7 @@ pub struct Args {
     pub out: PathBuf,
     /// Version directory name. Default: the UTC time of the run, `YYYYMMDDTHHMMSSZ`.
     #[arg(long, value_name = "V", value_parser = parse_version)]
-    pub version: Option<String>,
+    pub model_version: Option<String>,
     /// Passes over the training windows.
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub epochs: u32,
@@ -164,7 +164,11 @@ fn parse_share(s: &str) -> Result<f64, String> {
 
 fn parse_hop(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration like 60s"))?;
-    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) || d.subsec_millis() != 0 || d.as_nanos() % 1_000_000 != 0 {
+    if d < Duration::from_secs(1)
+        || d > Duration::from_secs(3600)
+        || d.subsec_millis() != 0
+        || d.as_nanos() % 1_000_000 != 0
+    {
         return Err("must be a whole number of seconds from 1s to 1h".to_owned());
     }
     Ok(d)
@@ -218,7 +222,7 @@ pub fn train_blocking(args: &Args, shutdown: &CancellationToken) -> Result<Vec<T
             }
         }
     }
-    let version = args.version.clone().unwrap_or_else(|| {
+    let version = args.model_version.clone().unwrap_or_else(|| {
         let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         t.replace(['-', ':'], "")
     });

@@ -99,9 +99,16 @@ impl Table {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, TrainError> {
-        let bad = |line: usize, column: usize, reason: String| TrainError::Csv { path: path.to_owned(), line, column, reason };
+        let bad = |line: usize, column: usize, reason: String| TrainError::Csv {
+            path: path.to_owned(),
+            line,
+            column,
+            reason,
+        };
         let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-        let (_, header) = lines.next().ok_or_else(|| bad(1, 1, "the file is empty; expected a header timestamp,<metric>,...".to_owned()))?;
+        let (_, header) = lines
+            .next()
+            .ok_or_else(|| bad(1, 1, "the file is empty; expected a header timestamp,<metric>,...".to_owned()))?;
         let names: Vec<&str> = header.split(',').map(str::trim).collect();
         if !names[0].eq_ignore_ascii_case("timestamp") {
             return Err(bad(1, 1, format!("the first column must be named timestamp, got {:?}", names[0])));
@@ -119,7 +126,11 @@ impl Table {
         for (i, line) in lines {
             let cells: Vec<&str> = line.split(',').map(str::trim).collect();
             if cells.len() != names.len() {
-                return Err(bad(i + 1, cells.len().min(names.len()) + 1, format!("{} cells, the header has {}", cells.len(), names.len())));
+                return Err(bad(
+                    i + 1,
+                    cells.len().min(names.len()) + 1,
+                    format!("{} cells, the header has {}", cells.len(), names.len()),
+                ));
             }
             times.push(parse_timestamp(cells[0]).map_err(|r| bad(i + 1, 1, r))?);
             stamps.push(cells[0].to_owned());
@@ -174,7 +185,8 @@ pub fn window_at(
         return None;
     }
     let rows: Vec<(i64, &[f64])> = (lo..hi).map(|i| (times[i], &values[i * channels..(i + 1) * channels])).collect();
-    let (grid, coverage) = features::grid(&rows, channels, end_ms, config.step_ms, config.points, config.max_fill_steps);
+    let (grid, coverage) =
+        features::grid(&rows, channels, end_ms, config.step_ms, config.points, config.max_fill_steps);
     (coverage >= config.min_coverage).then_some(grid)
 }
 
@@ -216,6 +228,7 @@ pub fn parse_timestamp(s: &str) -> Result<i64, String> {
     let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
         format!("timestamp {s:?} is neither epoch seconds/milliseconds nor RFC 3339 / YYYY-MM-DD HH:MM:SS")
     })?;
-    let ms = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("timestamp {s:?} is before 1970"))?.as_millis();
+    let ms =
+        t.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("timestamp {s:?} is before 1970"))?.as_millis();
     Ok(ms as i64)
 }

@@ -66,7 +66,10 @@ fn metadata_records_the_training() {
     assert_eq!(m.features.len(), 8);
     assert_eq!(m.window.points, 64);
     assert!(m.training.train_windows > 1000, "{:?}", m.training);
-    assert!(m.training.first_event_ms == DEFAULT_SIMULATION_START_MS && m.training.last_event_ms > m.training.first_event_ms);
+    assert!(
+        m.training.first_event_ms == DEFAULT_SIMULATION_START_MS
+            && m.training.last_event_ms > m.training.first_event_ms
+    );
     assert!(m.validation.at_most_30_share >= 0.99, "{:?}", m.validation);
     assert!(m.validation.mean_error > 0.0 && m.validation.mean_error <= m.calibration.anchor_error);
 }
@@ -129,5 +132,8 @@ fn csv_windows_are_the_detector_grid() {
     let (times, vals) = table.rows_for(&data.features);
     let rows: Vec<(i64, &[f64])> = times.iter().zip(vals.chunks(1)).map(|(&t, v)| (t, v)).collect();
     let (grid, _) = crate::window::features::grid(&rows, 1, *end, 10_000, 64, 3);
-    assert_eq!(values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), grid.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        grid.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
 }

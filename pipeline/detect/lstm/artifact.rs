@@ -135,11 +135,7 @@ impl Metadata {
             }
         }
         if self.features.len() != self.model.input {
-            return Err(format!(
-                "{} features but model.input is {}",
-                self.features.len(),
-                self.model.input
-            ));
+            return Err(format!("{} features but model.input is {}", self.features.len(), self.model.input));
         }
         if self.normalisation.len() != self.features.len() {
             return Err(format!(
@@ -190,9 +186,8 @@ pub fn parse(
 fn check_tensors(config: &Config, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<(), ModelError> {
     let expected = config.tensors();
     for (name, shape) in &expected {
-        let t = tensors
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor { path: path.to_owned(), name: name.clone() })?;
+        let t =
+            tensors.get(name).ok_or_else(|| ModelError::MissingTensor { path: path.to_owned(), name: name.clone() })?;
         if t.dims() != shape.as_slice() || t.dtype() != DType::F32 {
             return Err(ModelError::Shape {
                 path: path.to_owned(),
@@ -213,10 +208,7 @@ fn check_tensors(config: &Config, tensors: &HashMap<String, Tensor>, path: &Path
         return Err(ModelError::ExtraTensor {
             path: path.to_owned(),
             name: (*name).clone(),
-            config: format!(
-                "{}-layer LSTM ({} in, {} hidden)",
-                config.layers, config.input, config.hidden
-            ),
+            config: format!("{}-layer LSTM ({} in, {} hidden)", config.layers, config.input, config.hidden),
         });
     }
     Ok(())
@@ -227,12 +219,11 @@ fn check_tensors(config: &Config, tensors: &HashMap<String, Tensor>, path: &Path
 pub fn write(dir: &Path, meta: &Metadata, tensors: &HashMap<String, Tensor>) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(|source| ModelError::Write { path: dir.to_owned(), source })?;
     let weights_path = dir.join(WEIGHTS_FILE);
-    candle_core::safetensors::save(tensors, &weights_path).map_err(|e| ModelError::Write {
-        path: weights_path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    candle_core::safetensors::save(tensors, &weights_path)
+        .map_err(|e| ModelError::Write { path: weights_path.clone(), source: std::io::Error::other(e.to_string()) })?;
     let meta_path = dir.join(METADATA_FILE);
-    let mut json = serde_json::to_vec_pretty(meta).map_err(|source| ModelError::Json { path: meta_path.clone(), source })?;
+    let mut json =
+        serde_json::to_vec_pretty(meta).map_err(|source| ModelError::Json { path: meta_path.clone(), source })?;
     json.push(b'\n');
     std::fs::write(&meta_path, json).map_err(|source| ModelError::Write { path: meta_path, source })
 }

@@ -69,8 +69,12 @@ impl AnomalyModel {
     /// embedded); `origin` names it in errors, as a directory would.
     pub fn from_bytes(metadata_json: &[u8], weights: &[u8], origin: &str) -> Result<Self, ModelError> {
         let dir = PathBuf::from(origin);
-        let (metadata, tensors) =
-            artifact::parse(metadata_json, &dir.join(artifact::METADATA_FILE), weights, &dir.join(artifact::WEIGHTS_FILE))?;
+        let (metadata, tensors) = artifact::parse(
+            metadata_json,
+            &dir.join(artifact::METADATA_FILE),
+            weights,
+            &dir.join(artifact::WEIGHTS_FILE),
+        )?;
         Self::from_parts(metadata, tensors)
     }
 

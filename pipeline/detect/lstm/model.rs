@@ -57,7 +57,12 @@ const fn default_score_steps() -> usize {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { input: default_input(), hidden: default_hidden(), layers: default_layers(), score_steps: default_score_steps() }
+        Self {
+            input: default_input(),
+            hidden: default_hidden(),
+            layers: default_layers(),
+            score_steps: default_score_steps(),
+        }
     }
 }
 
