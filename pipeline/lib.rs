@@ -14,4 +14,5 @@ pub mod shutdown;
 pub mod signatures;
 pub mod simulate;
 pub mod tail;
+pub mod train;
 pub mod window;

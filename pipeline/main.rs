@@ -40,6 +40,10 @@ enum Command {
     Tail(augur::tail::Args),
     /// Manage the failure-signature database: import, list, delete, extract.
     Signatures(augur::signatures::Args),
+    /// Train LSTM anomaly models on normal telemetry (simulator or CSV), one per application type.
+    Train(Box<augur::train::Args>),
+    /// Score recorded telemetry (CSV) with an LSTM anomaly model.
+    Score(augur::train::ScoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +110,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Signatures(args) => {
                 augur::signatures::run(args, shutdown, &mut std::io::stdout().lock()).await?;
+            }
+            Command::Train(args) => {
+                // One JSON line per model written, for scripts.
+                for trained in augur::train::run(*args, shutdown).await? {
+                    println!("{}", serde_json::to_string(&trained)?);
+                }
+            }
+            Command::Score(args) => {
+                let summary = augur::train::score::run(args, shutdown).await?;
+                println!("{}", serde_json::to_string(&summary)?);
             }
         }
         Ok(())

@@ -16,6 +16,7 @@
 pub mod confidence;
 pub mod dtw;
 pub mod engine;
+pub mod lstm;
 pub mod matcher;
 pub mod partition;
 pub mod validate;
