@@ -30,8 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Alert, Codec, DeadLetter};
 use crate::detect::dtw::Dtw;
-use crate::detect::matcher::Matcher;
-use crate::detect::partition::{Counters, Input, Output, PartitionState, Shared};
+use crate::detect::partition::{Counters, Input, Judge, Output, PartitionState, Shared};
 use crate::kafka::reader::{self, Start};
 
 /// How long a Kafka call of the loop may block before it counts as failed.
@@ -74,12 +73,13 @@ pub struct EngineConfig {
     pub committed: Arc<AtomicU64>,
 }
 
-/// The matcher in use and a way to learn that the signature table changed.
-pub trait Signatures: Send + Sync {
-    /// A version that changes whenever the table does.
+/// What windows are judged by now, and a way to learn that the signature or the model
+/// table changed.
+pub trait Judges: Send + Sync {
+    /// A version that changes whenever either table does.
     fn version(&self) -> u64;
-    /// The matcher for the current table.
-    fn matcher(&self) -> Arc<Matcher>;
+    /// The matcher and the models for the current tables.
+    fn judge(&self) -> Arc<Judge>;
 }
 
 /// Totals of a run, for the summary line.
@@ -94,7 +94,7 @@ pub struct Totals {
 struct Ctx {
     shared: Arc<Shared>,
     states: Mutex<BTreeMap<i32, PartitionState>>,
-    matcher: RwLock<Arc<Matcher>>,
+    judge: RwLock<Arc<Judge>>,
     replay: ClientConfig,
     topic: String,
     radius: usize,
@@ -145,7 +145,7 @@ impl Ctx {
             tpl.add_partition(&self.topic, p);
         }
         let committed = consumer.committed_offsets(tpl, CALL_TIMEOUT)?;
-        let matcher = read(&self.matcher).clone();
+        let judge = read(&self.judge).clone();
         let reader = reader::consumer(&self.replay)?;
         let mut dtw = Dtw::new(self.radius);
         for &p in partitions {
@@ -159,8 +159,8 @@ impl Ctx {
             let mut replayed = 0;
             if let Some(resume) = resume {
                 state.begin_replay();
-                replayed = self.replay_into(&reader, &mut state, &matcher, &mut dtw, resume)?;
-                state.finish_replay(&self.shared, &matcher, &mut dtw);
+                replayed = self.replay_into(&reader, &mut state, resume)?;
+                state.finish_replay(&self.shared, &judge, &mut dtw);
             }
             tracing::info!(
                 partition = p,
@@ -174,14 +174,7 @@ impl Ctx {
         Ok(committed)
     }
 
-    fn replay_into(
-        &self,
-        reader: &BaseConsumer,
-        state: &mut PartitionState,
-        matcher: &Matcher,
-        dtw: &mut Dtw,
-        resume: i64,
-    ) -> Result<u64, EngineError> {
+    fn replay_into(&self, reader: &BaseConsumer, state: &mut PartitionState, resume: i64) -> Result<u64, EngineError> {
         let p = state.partition();
         let fail = |e: reader::ReadError| EngineError::Replay { partition: p, reason: e.to_string() };
         // The event time at the resume point: that of the last records before it (a few,
@@ -198,7 +191,7 @@ impl Ctx {
         let mut n = 0;
         let from = Start::Time(resume_ms - self.shared.lookback_ms);
         reader::read_partition(reader, &self.topic, p, from, Some(resume), |m| {
-            state.process(&self.shared, matcher, dtw, input(m), &mut discard);
+            state.process(&self.shared, input(m), &mut discard);
             discard.clear();
             n += 1;
         })
@@ -229,13 +222,13 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 pub fn run(
     config: EngineConfig,
     shared: Arc<Shared>,
-    signatures: Arc<dyn Signatures>,
+    judges: Arc<dyn Judges>,
     shutdown: CancellationToken,
 ) -> Result<Totals, EngineError> {
     let ctx = Ctx {
         shared: shared.clone(),
         states: Mutex::new(BTreeMap::new()),
-        matcher: RwLock::new(signatures.matcher()),
+        judge: RwLock::new(judges.judge()),
         replay: config.replay.clone(),
         topic: config.telemetry_topic.clone(),
         radius: config.dtw_radius,
@@ -243,7 +236,7 @@ pub fn run(
         failure: Mutex::new(None),
         rebalances: Mutex::new(0),
     };
-    let mut seen_version = signatures.version();
+    let mut seen_version = judges.version();
     let consumer: BaseConsumer<Ctx> = config.consumer.create_with_context(ctx)?;
     let producer: BaseProducer = config.producer.create()?;
     producer.init_transactions(CALL_TIMEOUT).map_err(|e| fatal(&config, e))?;
@@ -257,11 +250,17 @@ pub fn run(
     let dead_codec = Codec::<DeadLetter>::new();
 
     while !shutdown.is_cancelled() {
-        if signatures.version() != seen_version {
-            seen_version = signatures.version();
-            let m = signatures.matcher();
-            tracing::info!(signatures = m.len(), skipped = m.skipped().len(), "signature table changed");
-            *consumer.context().matcher.write().unwrap_or_else(|p| p.into_inner()) = m;
+        // Between batches, so that no batch is judged by two versions.
+        if judges.version() != seen_version {
+            seen_version = judges.version();
+            let j = judges.judge();
+            tracing::info!(
+                signatures = j.matcher.len(),
+                skipped = j.matcher.skipped().len(),
+                models = ?j.models.versions(),
+                "signature or model table changed"
+            );
+            *consumer.context().judge.write().unwrap_or_else(|p| p.into_inner()) = j;
         }
 
         // Collect a batch; no transaction is open while polling.
@@ -306,8 +305,8 @@ pub fn run(
                 }
             }
         }
-        let matcher = read(&consumer.context().matcher).clone();
-        process_parallel(&shared, &matcher, &mut dtws, &mut work);
+        let judge = read(&consumer.context().judge).clone();
+        process_parallel(&shared, &judge, &mut dtws, &mut work);
 
         // One transaction: outputs, then the offsets after each partition's last record.
         let mut offsets = TopicPartitionList::new();
@@ -381,6 +380,7 @@ fn add(total: &mut Counters, c: &Counters) {
     total.alerts += c.alerts;
     total.dtw_computed += c.dtw_computed;
     total.dtw_pruned += c.dtw_pruned;
+    total.scored += c.scored;
 }
 
 fn fatal(config: &EngineConfig, source: KafkaError) -> EngineError {
@@ -391,13 +391,14 @@ fn fatal(config: &EngineConfig, source: KafkaError) -> EngineError {
 type Work<'a, 'c> = (PartitionState, Vec<&'a BorrowedMessage<'c>>, Vec<Output>);
 
 /// Runs each partition's records through its state, partitions spread over threads.
-fn process_parallel(shared: &Shared, matcher: &Matcher, dtws: &mut [Dtw], work: &mut [Work<'_, '_>]) {
+fn process_parallel(shared: &Shared, judge: &Judge, dtws: &mut [Dtw], work: &mut [Work<'_, '_>]) {
     let threads = dtws.len().min(work.len()).max(1);
     if threads == 1 {
         for (state, msgs, out) in work.iter_mut() {
             for m in msgs.iter() {
-                state.process(shared, matcher, &mut dtws[0], input(m), out);
+                state.process(shared, input(m), out);
             }
+            state.flush(shared, judge, &mut dtws[0], out);
         }
         return;
     }
@@ -411,8 +412,9 @@ fn process_parallel(shared: &Shared, matcher: &Matcher, dtws: &mut [Dtw], work: 
             scope.spawn(move || {
                 for (state, msgs, out) in share {
                     for m in msgs.iter() {
-                        state.process(shared, matcher, dtw, input(m), out);
+                        state.process(shared, input(m), out);
                     }
+                    state.flush(shared, judge, dtw, out);
                 }
             });
         }

@@ -1,40 +1,46 @@
 //! `augur detect`: telemetry in, alerts out, exactly once.
 //!
 //! In: `<prefix>.telemetry`, shared by every member of the consumer group `--group`,
-//! and the failure-signature table `<prefix>.signatures`, which every member loads
-//! whole and follows. Out: `<prefix>.alerts` (signature matches, instances gone
-//! offline or recovered) and `<prefix>.dlq` (records that do not decode or are out of
+//! the failure-signature table `<prefix>.signatures` and the model table
+//! `<prefix>.models`, which every member loads whole and follows (models not announced
+//! there come from `--models`, the shipped ones by default). Out: `<prefix>.alerts`
+//! (signature matches, anomaly scores in the upper tiers, instances gone offline or
+//! recovered) and `<prefix>.dlq` (records that do not decode or are out of
 //! bounds, with the reason), written in one Kafka transaction with the consumed
 //! offsets. Outputs are a deterministic function of each partition's records, so a
 //! detector killed and restarted any number of times emits exactly the records of one
 //! that never stopped.
 //!
 //! [`dtw`] is the matching kernel, [`matcher`] applies it to a window, [`confidence`]
-//! turns a distance into 0..1, [`validate`] admits records, [`partition`] processes
-//! one partition, [`engine`] is the Kafka loop.
+//! turns a distance into 0..1, [`lstm`] is the anomaly model and [`models`] the set in
+//! use, [`validate`] admits records, [`partition`] processes one partition, [`engine`]
+//! is the Kafka loop.
 
 pub mod confidence;
 pub mod dtw;
 pub mod engine;
 pub mod lstm;
 pub mod matcher;
+pub mod models;
 pub mod partition;
 pub mod validate;
 
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Alert, Codec, DeadLetter, FailureSignature, TelemetrySample};
+use crate::codec::{Alert, Codec, DeadLetter, FailureSignature, ModelAnnouncement, TelemetrySample};
 use crate::kafka::{Cluster, ConnectError, KafkaArgs, Retention, TopicSpec};
 use crate::signatures::SignatureTable;
 use crate::window::liveness::LivenessConfig;
 use crate::window::{WindowConfig, WindowError, Windows};
-use engine::{EngineConfig, EngineError, Signatures, Totals};
+use engine::{EngineConfig, EngineError, Judges, Totals};
 use matcher::Matcher;
-use partition::Shared;
+use models::{ModelSet, ModelTable, Models};
+use partition::{Judge, Shared};
 
 /// Sakoe-Chiba radius of signature matching, in window steps: a minute of warp at the
 /// default 10 s step, enough for failures that develop a little faster or slower.
@@ -82,6 +88,11 @@ pub struct Args {
     /// Partitions of the topics this command creates (telemetry, alerts).
     #[arg(long, default_value = "6", value_name = "N", value_parser = crate::kafka::parse_partitions)]
     pub partitions: i32,
+    /// Where the models of application types that `<prefix>.models` announces none for
+    /// come from: the newest `<DIR>/<app-type>/<version>/` of each.
+    /// [default: the models shipped in the repository's models/]
+    #[arg(long, env = "AUGUR_MODELS", value_name = "DIR")]
+    pub models: Option<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -96,6 +107,8 @@ pub enum DetectError {
     Engine(#[from] EngineError),
     #[error("signature table: {0}")]
     Signatures(String),
+    #[error("model table: {0}")]
+    Models(String),
     #[error("cannot tell the host name ({0}); pass --replica-id")]
     HostName(#[source] std::io::Error),
     #[error("the detector thread failed: {0}")]
@@ -145,10 +158,15 @@ pub async fn run_on(
             TopicSpec { name: cluster.topic::<Alert>(), partitions: args.partitions, retention: Retention::Log },
             TopicSpec { name: cluster.topic::<DeadLetter>(), partitions: 1, retention: Retention::Log },
             TopicSpec { name: cluster.topic::<FailureSignature>(), partitions: 1, retention: Retention::Compacted },
+            TopicSpec { name: cluster.topic::<ModelAnnouncement>(), partitions: 1, retention: Retention::Compacted },
         ])
         .await?;
     let table =
         SignatureTable::follow(cluster, shutdown.clone()).await.map_err(|e| DetectError::Signatures(e.to_string()))?;
+    let model_table =
+        ModelTable::follow(cluster, shutdown.clone()).await.map_err(|e| DetectError::Models(e.to_string()))?;
+    let models_dir = args.models.clone().unwrap_or_else(lstm::shipped_dir);
+    let models = Models::new(Some(model_table), window.clone(), ModelSet::shipped(&models_dir, &window));
 
     let liveness = LivenessConfig::default();
     // Both the windows and the liveness detector must come out of a replay as they were;
@@ -164,12 +182,17 @@ pub async fn run_on(
         max_future_ms: args.max_future.as_millis() as i64,
         liveness,
     });
-    let signatures = Arc::new(TableSignatures { table, window: window.clone(), cache: Mutex::new(None) });
-    let m = signatures.matcher();
-    for s in m.skipped() {
+    let judges = Arc::new(Tables { signatures: table, models, window: window.clone(), cache: Mutex::new(None) });
+    let j = judges.judge();
+    for s in j.matcher.skipped() {
         tracing::warn!(signature = %s.key, reason = %s.reason, "signature not used");
     }
-    tracing::info!(signatures = m.len(), lookback_s = lookback_ms / 1000, "signature table loaded");
+    tracing::info!(
+        signatures = j.matcher.len(),
+        models = ?j.models.versions(),
+        lookback_s = lookback_ms / 1000,
+        "signature and model tables loaded"
+    );
 
     let mut consumer = cluster.consumer_config(&args.group);
     set_default(&mut consumer, "partition.assignment.strategy", "cooperative-sticky");
@@ -194,7 +217,7 @@ pub async fn run_on(
         report_every: Duration::from_secs(10),
         committed,
     };
-    let totals = tokio::task::spawn_blocking(move || engine::run(config, shared, signatures, shutdown)).await??;
+    let totals = tokio::task::spawn_blocking(move || engine::run(config, shared, judges, shutdown)).await??;
     tracing::info!(
         records = totals.counters.records,
         alerts = totals.counters.alerts,
@@ -212,20 +235,18 @@ fn set_default(config: &mut rdkafka::config::ClientConfig, key: &str, value: &st
     }
 }
 
-/// The signature table as the engine sees it: a matcher rebuilt when the table changes.
-struct TableSignatures {
-    table: SignatureTable,
+/// The signature and model tables as the engine sees them: a matcher rebuilt when the
+/// signature table changes, the model set when the model table does.
+struct Tables {
+    signatures: SignatureTable,
+    models: Models,
     window: WindowConfig,
     cache: Mutex<Option<(u64, Arc<Matcher>)>>,
 }
 
-impl Signatures for TableSignatures {
-    fn version(&self) -> u64 {
-        self.table.version()
-    }
-
+impl Tables {
     fn matcher(&self) -> Arc<Matcher> {
-        let current = self.table.current();
+        let current = self.signatures.current();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((v, m)) = cache.as_ref() {
             if *v == current.version {
@@ -241,5 +262,15 @@ impl Signatures for TableSignatures {
         ));
         *cache = Some((current.version, m.clone()));
         m
+    }
+}
+
+impl Judges for Tables {
+    fn version(&self) -> u64 {
+        self.signatures.version().wrapping_add(self.models.version())
+    }
+
+    fn judge(&self) -> Arc<Judge> {
+        Arc::new(Judge { matcher: self.matcher(), models: self.models.set() })
     }
 }

@@ -2,8 +2,11 @@
 //! out.
 //!
 //! In: the partition's records, one at a time, in offset order. Out: [`Output`]s —
-//! signature alerts, `offline` / `recovered` alerts, and dead letters for records that
-//! do not decode or are out of bounds. Everything here is a deterministic function of
+//! signature alerts, anomaly alerts, `offline` / `recovered` alerts, and dead letters
+//! for records that do not decode or are out of bounds. Windows that close are held
+//! until [`PartitionState::flush`] (once per batch), which scores them with the anomaly
+//! model of their application type in one batch per type, then matches and alerts on
+//! each in the order they closed. Everything here is a deterministic function of
 //! the partition's record sequence: event time only, alert ids derived from what they
 //! describe, and alert state that depends on a bounded stretch of the past, so that a
 //! partition rebuilt by replaying its lookback emits exactly what a run that never
@@ -11,15 +14,20 @@
 //!
 //! Alerts are edge-triggered: a signature alert fires when a window matches a
 //! signature above its threshold and the window one hop earlier did not match that
-//! same signature. That state reaches back one hop only, so a replay that ends with
-//! the last window of each instance (see [`PartitionState::finish_replay`]) restores it.
+//! same signature; an anomaly alert fires when a window's score reaches a tier of
+//! [`ALERT_TIER`] or above that the window one hop earlier was not in (a rise from
+//! 71–90 to 91–100 alerts again). That state reaches back one hop only, so a replay
+//! that ends with the last window of each instance (see
+//! [`PartitionState::finish_replay`]) restores it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::codec::{Alert, AlertKind, Codec, DeadLetter, TelemetrySample};
 use crate::detect::dtw::Dtw;
+use crate::detect::lstm::WindowScore;
 use crate::detect::matcher::Matcher;
+use crate::detect::models::ModelSet;
 use crate::detect::validate;
 use crate::window::liveness::{Liveness, LivenessConfig, LivenessEvent, LivenessKind};
 use crate::window::{ClosedWindow, Windows};
@@ -35,6 +43,28 @@ pub struct Shared {
     pub max_future_ms: i64,
     pub liveness: LivenessConfig,
 }
+
+/// What windows are judged by: the signature matcher and the anomaly models, swapped
+/// together between batches.
+#[derive(Clone)]
+pub struct Judge {
+    pub matcher: Arc<Matcher>,
+    pub models: Arc<ModelSet>,
+}
+
+/// The seed's tiers of the anomaly score: 0 for 0–30 (no change), 1 for 31–70,
+/// 2 for 71–90, 3 for 91–100.
+pub fn tier(score: u8) -> u8 {
+    match score {
+        0..=30 => 0,
+        31..=70 => 1,
+        71..=90 => 2,
+        _ => 3,
+    }
+}
+
+/// The lowest tier that alerts: 71–90, where the seed logs the event.
+pub const ALERT_TIER: u8 = 2;
 
 /// A record of the partition as it arrived.
 #[derive(Debug, Clone, Copy)]
@@ -62,16 +92,30 @@ pub struct Counters {
     pub alerts: u64,
     pub dtw_computed: u64,
     pub dtw_pruned: u64,
+    /// Windows the anomaly model scored.
+    pub scored: u64,
+}
+
+/// What an instance's last evaluated window decided, which the next one's alerts
+/// depend on.
+#[derive(Debug, Clone)]
+struct Active {
+    end_ms: i64,
+    /// The signature it alerted on.
+    signature: Option<Arc<str>>,
+    /// Its anomaly tier (0 without a score).
+    tier: u8,
 }
 
 /// The state of one partition: its event-time clock, the liveness of its instances and
-/// which signature each instance's last evaluated window matched.
+/// what each instance's last evaluated window decided.
 pub struct PartitionState {
     partition: i32,
     clock_ms: Option<i64>,
     liveness: Liveness,
-    /// Per instance: the end of its last evaluated window and the signature it alerted on.
-    active: HashMap<String, (i64, Option<Arc<str>>)>,
+    active: HashMap<String, Active>,
+    /// Windows closed since the last flush, with the offset of the record that closed each.
+    pending: Vec<(ClosedWindow, i64)>,
     /// While replaying: the last closed window of each instance, evaluated at the end.
     deferred: Option<HashMap<String, ClosedWindow>>,
     pub counters: Counters,
@@ -84,6 +128,7 @@ impl PartitionState {
             clock_ms: None,
             liveness: Liveness::new(shared.liveness.clone()),
             active: HashMap::new(),
+            pending: Vec::new(),
             deferred: None,
             counters: Counters::default(),
         }
@@ -104,28 +149,45 @@ impl PartitionState {
         self.deferred = Some(HashMap::new());
     }
 
-    /// Matches the last window of each instance seen in the replay, which is all the
+    /// Judges the last window of each instance seen in the replay, which is all the
     /// alert state the next window depends on.
-    pub fn finish_replay(&mut self, shared: &Shared, matcher: &Matcher, dtw: &mut Dtw) {
+    pub fn finish_replay(&mut self, shared: &Shared, judge: &Judge, dtw: &mut Dtw) {
         let Some(deferred) = self.deferred.take() else { return };
         let mut last: Vec<ClosedWindow> = deferred.into_values().collect();
         last.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        self.pending = last.into_iter().map(|w| (w, -1)).collect();
         let mut discard = Vec::new();
-        for w in &last {
-            self.evaluate(shared, matcher, dtw, w, -1, &mut discard);
-        }
+        self.flush(shared, judge, dtw, &mut discard);
         self.counters = Counters::default();
     }
 
-    /// Processes one record.
-    pub fn process(
-        &mut self,
-        shared: &Shared,
-        matcher: &Matcher,
-        dtw: &mut Dtw,
-        input: Input<'_>,
-        out: &mut Vec<Output>,
-    ) {
+    /// Scores the windows closed since the last flush, one batch per application type,
+    /// then matches and alerts on each in the order they closed.
+    pub fn flush(&mut self, shared: &Shared, judge: &Judge, dtw: &mut Dtw, out: &mut Vec<Output>) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        let mut scores: Vec<Option<(WindowScore, Arc<str>)>> = vec![None; pending.len()];
+        let mut by_app: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, (w, _)) in pending.iter().enumerate() {
+            by_app.entry(w.app_type.as_str()).or_default().push(i);
+        }
+        for (app, idx) in by_app {
+            let Some(model) = judge.models.get(app) else { continue };
+            let version: Arc<str> = Arc::from(model.metadata().version.as_str());
+            let windows: Vec<&[f64]> = idx.iter().map(|&i| pending[i].0.values.as_slice()).collect();
+            for (&i, score) in idx.iter().zip(model.score(&windows)) {
+                scores[i] = score.map(|s| (s, version.clone()));
+            }
+        }
+        for ((w, offset), score) in pending.iter().zip(scores) {
+            self.evaluate(shared, &judge.matcher, dtw, w, score, *offset, out);
+        }
+    }
+
+    /// Processes one record; windows it closes wait for [`Self::flush`].
+    pub fn process(&mut self, shared: &Shared, input: Input<'_>, out: &mut Vec<Output>) {
         self.counters.records += 1;
         let Some(payload) = input.payload else {
             return self.dead(shared, input, "record has no value".to_owned(), out);
@@ -159,7 +221,7 @@ impl PartitionState {
                 Some(deferred) => {
                     deferred.insert(w.instance_id.clone(), w);
                 }
-                None => self.evaluate(shared, matcher, dtw, &w, input.offset, out),
+                None => self.pending.push((w, input.offset)),
             }
         }
     }
@@ -179,53 +241,79 @@ impl PartitionState {
             self.liveness.forget(b, shared.idle_expiry_ms);
             shared.windows.expire(self.partition, b);
             let horizon = b - shared.lookback_ms;
-            self.active.retain(|_, (end, _)| *end >= horizon);
+            self.active.retain(|_, a| a.end_ms >= horizon);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &mut self,
         shared: &Shared,
         matcher: &Matcher,
         dtw: &mut Dtw,
         w: &ClosedWindow,
+        score: Option<(WindowScore, Arc<str>)>,
         offset: i64,
         out: &mut Vec<Output>,
     ) {
         self.counters.windows += 1;
+        self.counters.scored += u64::from(score.is_some());
         let evaluation = matcher.evaluate(dtw, &w.app_type, &w.function, &w.values);
         let matched = evaluation.as_ref().filter(|e| e.alerts()).map(|e| e.best.signature.key.clone());
-        let previous = self.active.get(&w.instance_id);
-        let continuing = matches!(previous, Some((end, Some(sig))) if *end == w.end_ms - shared.hop_ms
-            && matched.as_ref() == Some(sig));
+        let tier_now = score.as_ref().map_or(0, |(s, _)| tier(s.score));
+        let previous = self.active.get(&w.instance_id).filter(|a| a.end_ms == w.end_ms - shared.hop_ms);
+        let continuing = matches!(previous, Some(Active { signature: Some(sig), .. }) if matched.as_ref() == Some(sig));
+        let escalated = tier_now >= ALERT_TIER && previous.is_none_or(|a| a.tier < tier_now);
         if let Some(e) = &evaluation {
             self.counters.dtw_computed += e.computed as u64;
             self.counters.dtw_pruned += e.pruned as u64;
         }
+        let base = |kind: AlertKind, id: String| Alert {
+            id,
+            instance_id: w.instance_id.clone(),
+            app_type: w.app_type.clone(),
+            function: w.function.clone(),
+            kind,
+            window_start_ms: w.start_ms,
+            window_end_ms: w.end_ms,
+            signature: None,
+            confidence: 0.0,
+            runner_up: None,
+            runner_up_confidence: 0.0,
+            explanation: Vec::new(),
+            anomaly_score: score.as_ref().map(|(s, _)| f64::from(s.score)),
+            model_version: score.as_ref().map(|(_, v)| v.to_string()),
+            source_partition: self.partition,
+            source_offset: offset,
+        };
         if let (Some(e), false) = (&evaluation, continuing) {
             if e.alerts() {
                 self.counters.alerts += 1;
+                let key = &e.best.signature.key;
                 out.push(Output::Alert(Alert {
-                    id: alert_id(&w.instance_id, AlertKind::Signature, Some(&e.best.signature.key), w.end_ms),
-                    instance_id: w.instance_id.clone(),
-                    app_type: w.app_type.clone(),
-                    function: w.function.clone(),
-                    kind: AlertKind::Signature,
-                    window_start_ms: w.start_ms,
-                    window_end_ms: w.end_ms,
-                    signature: Some(e.best.signature.key.to_string()),
+                    signature: Some(key.to_string()),
                     confidence: e.best.confidence,
                     runner_up: e.runner_up.as_ref().map(|r| r.signature.key.to_string()),
                     runner_up_confidence: e.runner_up.as_ref().map_or(0.0, |r| r.confidence),
                     explanation: e.explanation.clone(),
-                    anomaly_score: None,
-                    model_version: None,
-                    source_partition: self.partition,
-                    source_offset: offset,
+                    ..base(AlertKind::Signature, alert_id(&w.instance_id, AlertKind::Signature, Some(key), w.end_ms))
                 }));
             }
         }
-        self.active.insert(w.instance_id.clone(), (w.end_ms, matched));
+        if escalated {
+            self.counters.alerts += 1;
+            let tier_name = format!("tier-{tier_now}");
+            let mut alert =
+                base(AlertKind::Anomaly, alert_id(&w.instance_id, AlertKind::Anomaly, Some(&tier_name), w.end_ms));
+            // The score as a confidence 0..1, and the best signature beside it, if any.
+            alert.confidence = alert.anomaly_score.unwrap_or(0.0) / 100.0;
+            if let Some(e) = &evaluation {
+                alert.runner_up = Some(e.best.signature.key.to_string());
+                alert.runner_up_confidence = e.best.confidence;
+            }
+            out.push(Output::Alert(alert));
+        }
+        self.active.insert(w.instance_id.clone(), Active { end_ms: w.end_ms, signature: matched, tier: tier_now });
     }
 
     fn liveness_alert(&mut self, event: LivenessEvent, offset: i64, out: &mut Vec<Output>) {

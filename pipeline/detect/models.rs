@@ -1,0 +1,203 @@
+//! The anomaly models a detector scores windows with: per application type, the model
+//! announced on the compacted `<prefix>.models` topic, else the newest one shipped in
+//! `models/<app-type>/`.
+//!
+//! In: the model table (one [`ModelAnnouncement`] per application type, key the app
+//! type) and the shipped models. Out: a [`ModelSet`], per application type one
+//! [`AnomalyModel`] checked against the detector's windows. Guarantees: an announced
+//! model is loaded and checked before it replaces anything — its weights must have
+//! the announced SHA-256, its metadata the announced app type and version, and it must
+//! expect the detector's window (features, points, step); a model that fails any of
+//! these is refused with the reason, logged as an error, and the model that served
+//! keeps serving. A swap takes effect between two batches, so no record is scored
+//! half by one model and half by another, and none is lost or read twice.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::codec::ModelAnnouncement;
+use crate::detect::lstm::{artifact, AnomalyModel, ModelError};
+use crate::kafka::table::{Entry, Table};
+use crate::window::WindowConfig;
+
+/// The model topic, loaded and followed.
+pub type ModelTable = Table<ModelAnnouncement>;
+
+impl Entry for ModelAnnouncement {
+    const NAME: &'static str = "model";
+
+    fn key(&self) -> String {
+        self.app_type.clone()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.app_type.is_empty() || self.version.is_empty() || self.uri.is_empty() {
+            return Err("app_type, version and uri must not be empty".to_owned());
+        }
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("sha256 {:?} is not 64 hexadecimal digits", self.sha256));
+        }
+        Ok(())
+    }
+}
+
+/// Why an announced model was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RefusedModel {
+    #[error(transparent)]
+    Model(Box<ModelError>),
+    #[error("{path}: SHA-256 is {found}, the announcement says {announced}")]
+    Digest { path: PathBuf, found: String, announced: String },
+    #[error("{path}: holds {found}, the announcement says {announced}")]
+    Identity { path: PathBuf, found: String, announced: String },
+}
+
+impl From<ModelError> for RefusedModel {
+    fn from(e: ModelError) -> Self {
+        Self::Model(Box::new(e))
+    }
+}
+
+/// The models in use, by application type.
+#[derive(Debug, Clone, Default)]
+pub struct ModelSet {
+    by_app: BTreeMap<String, Arc<AnomalyModel>>,
+}
+
+impl ModelSet {
+    pub fn get(&self, app_type: &str) -> Option<&Arc<AnomalyModel>> {
+        self.by_app.get(app_type)
+    }
+
+    /// `app_type/version` of every model, for logs and metrics.
+    pub fn versions(&self) -> Vec<String> {
+        self.by_app.iter().map(|(app, m)| format!("{app}/{}", m.metadata().version)).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_app.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_app.is_empty()
+    }
+
+    /// The newest shipped model of every application type under `root`
+    /// (`root/<app-type>/<version>/`) that fits `window`; the others are skipped with a
+    /// warning (a folder without models, such as `signatures/`, silently).
+    pub fn shipped(root: &Path, window: &WindowConfig) -> Self {
+        let mut by_app = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir(root) else {
+            tracing::warn!(root = %root.display(), "no shipped models: the folder cannot be read");
+            return Self { by_app };
+        };
+        let mut apps: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        apps.sort();
+        for app in apps {
+            let Ok(dir) = artifact::latest_version(root, &app) else { continue };
+            match AnomalyModel::load(&dir).and_then(|m| fits(m, window)) {
+                Ok(m) => {
+                    by_app.insert(app, Arc::new(m));
+                }
+                Err(error) => tracing::warn!(%error, app_type = %app, "shipped model not used"),
+            }
+        }
+        Self { by_app }
+    }
+}
+
+fn fits(model: AnomalyModel, window: &WindowConfig) -> Result<AnomalyModel, ModelError> {
+    model.check_window(&window.features, window.points, window.step_ms)?;
+    Ok(model)
+}
+
+/// The hex SHA-256 of a file's bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Loads and checks the model an announcement points at; see the module documentation.
+pub fn load_announced(a: &ModelAnnouncement, window: &WindowConfig) -> Result<AnomalyModel, RefusedModel> {
+    let dir = Path::new(&a.uri);
+    let weights_path = dir.join(artifact::WEIGHTS_FILE);
+    let meta_path = dir.join(artifact::METADATA_FILE);
+    let read = |path: &Path| std::fs::read(path).map_err(|source| ModelError::Read { path: path.to_owned(), source });
+    let weights = read(&weights_path)?;
+    let found = sha256_hex(&weights);
+    if !found.eq_ignore_ascii_case(&a.sha256) {
+        return Err(RefusedModel::Digest { path: weights_path, found, announced: a.sha256.clone() });
+    }
+    let model = AnomalyModel::from_bytes(&read(&meta_path)?, &weights, &a.uri)?;
+    let m = model.metadata();
+    if m.app_type != a.app_type || m.version != a.version {
+        return Err(RefusedModel::Identity {
+            path: meta_path,
+            found: format!("{}/{}", m.app_type, m.version),
+            announced: format!("{}/{}", a.app_type, a.version),
+        });
+    }
+    Ok(fits(model, window)?)
+}
+
+/// The model set as the engine sees it: shipped models overridden by announced ones,
+/// rebuilt when the model table changes.
+pub struct Models {
+    table: Option<ModelTable>,
+    window: WindowConfig,
+    /// The table version the set was built from, and the set.
+    current: Mutex<(u64, Arc<ModelSet>)>,
+}
+
+impl Models {
+    /// Starts from `base` (the shipped models), applies the table's announcements.
+    pub fn new(table: Option<ModelTable>, window: WindowConfig, base: ModelSet) -> Self {
+        let models = Self { table, window, current: Mutex::new((u64::MAX, Arc::new(base))) };
+        models.set();
+        models
+    }
+
+    /// Changes whenever the model table does.
+    pub fn version(&self) -> u64 {
+        self.table.as_ref().map_or(0, |t| t.version())
+    }
+
+    /// The models to score with now: announcements that changed since the last call
+    /// are loaded here (on the caller's thread: a blocking one), refused ones leave
+    /// the serving model in place.
+    pub fn set(&self) -> Arc<ModelSet> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(table) = &self.table else { return current.1.clone() };
+        let snapshot = table.current();
+        if snapshot.version == current.0 {
+            return current.1.clone();
+        }
+        let mut next = (*current.1).clone();
+        for (app, a) in snapshot.entries.iter() {
+            if next.get(app).is_some_and(|m| m.metadata().version == a.version) {
+                continue;
+            }
+            match load_announced(a, &self.window) {
+                Ok(m) => {
+                    tracing::info!(app_type = %app, version = %a.version, uri = %a.uri, "model promoted; scoring with it");
+                    next.by_app.insert(app.clone(), Arc::new(m));
+                }
+                Err(error) => tracing::error!(
+                    %error,
+                    app_type = %app,
+                    version = %a.version,
+                    serving = next.get(app).map(|m| m.metadata().version.clone()).unwrap_or_default(),
+                    "announced model refused; the serving model stays"
+                ),
+            }
+        }
+        *current = (snapshot.version, Arc::new(next));
+        current.1.clone()
+    }
+}
