@@ -60,14 +60,18 @@ pub enum Outcome {
     /// The receiver or the way to it is unwell (network error, timeout, 5xx, 429):
     /// the same request may succeed later.
     Retry(String),
-    /// The receiver refused the data itself (400, 409, 413, 422, ...): sending it again
-    /// cannot help.
+    /// The receiver refused the data itself (400, 409, 413, 422, ..., or a 500 naming a
+    /// TSDB verdict): sending it again cannot help.
     Refused(String),
     /// The receiver refused us, whatever the data (401, 403, 404, 405, 407): the URL or
     /// the credentials are wrong. Refusing the records instead would empty the whole
     /// log into the dead-letter topic over a typo.
     Misconfigured(String),
 }
+
+/// Errors of Prometheus' TSDB that refuse a sample whatever the moment.
+const TSDB_VERDICTS: [&str; 4] =
+    ["too old sample", "out of bounds", "out of order sample", "duplicate sample for timestamp"];
 
 /// Sorts an HTTP status into an [`Outcome`] (2xx handled by the caller).
 pub fn classify(status: StatusCode, body: &str) -> Outcome {
@@ -78,6 +82,10 @@ pub fn classify(status: StatusCode, body: &str) -> Outcome {
         429 => Outcome::Retry(what),
         401 | 403 | 404 | 405 | 407 => Outcome::Misconfigured(what),
         400..=499 => Outcome::Refused(what),
+        // Prometheus up to 2.4x answers 500 for some samples its TSDB refuses for good
+        // (Debian bookworm's 2.42 does for "too old sample"): those are verdicts on the
+        // data, and retrying them would stall the partition forever.
+        500 if TSDB_VERDICTS.iter().any(|v| body.contains(v)) => Outcome::Refused(what),
         // 5xx, and 1xx/3xx that a receiver should never answer (redirects are followed).
         _ => Outcome::Retry(what),
     }
@@ -163,6 +171,8 @@ mod tests {
         assert_eq!(classify(StatusCode::NO_CONTENT, ""), Outcome::Accepted);
         assert!(matches!(classify(StatusCode::SERVICE_UNAVAILABLE, ""), Outcome::Retry(_)));
         assert!(matches!(classify(StatusCode::INTERNAL_SERVER_ERROR, ""), Outcome::Retry(_)));
+        assert!(matches!(classify(StatusCode::INTERNAL_SERVER_ERROR, "too old sample\n"), Outcome::Refused(_)));
+        assert!(matches!(classify(StatusCode::BAD_GATEWAY, "too old sample"), Outcome::Retry(_)));
         assert!(matches!(classify(StatusCode::TOO_MANY_REQUESTS, ""), Outcome::Retry(_)));
         let refused = classify(StatusCode::BAD_REQUEST, "out of bounds\n");
         assert_eq!(refused, Outcome::Refused("HTTP 400 Bad Request: out of bounds".into()));
