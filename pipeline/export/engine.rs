@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use rand::Rng;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -34,10 +34,12 @@ use crate::observe::Readiness;
 
 /// First wait after a failed attempt; doubled on every further failure up to the cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// Kafka calls made from the loop (watermarks, commits, dead-letter deliveries).
+/// Dead-letter deliveries.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the lag gauge is refreshed at most: it costs a round trip per partition.
-const LAG_EVERY: Duration = Duration::from_secs(2);
+const LAG_EVERY: Duration = Duration::from_secs(1);
+/// A watermark request: short, as a slow answer only delays a gauge.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 /// An idle loop wakes this often to refresh the lag gauge.
 const IDLE_TICK: Duration = Duration::from_secs(5);
 
@@ -154,6 +156,8 @@ struct Loop {
     readiness: Readiness,
     shutdown: CancellationToken,
     dead_codec: Codec<DeadLetter>,
+    /// Joins no group: asks for high watermarks only.
+    watermarks: BaseConsumer,
     lag_at: Option<Instant>,
 }
 
@@ -171,6 +175,7 @@ pub async fn run(
     topics.extend(config.alerts_topic.as_deref());
     consumer.subscribe(&topics).map_err(|source| EngineError::Subscribe { topics: topics.join(", "), source })?;
     let producer: FutureProducer = config.producer.create().map_err(EngineError::Producer)?;
+    let watermarks: BaseConsumer = config.consumer.create().map_err(EngineError::Consumer)?;
     let decoders =
         Decoders { telemetry_topic: config.telemetry_topic.clone(), telemetry: Codec::new(), alerts: Codec::new() };
     let mut l = Loop {
@@ -182,17 +187,20 @@ pub async fn run(
         readiness,
         shutdown,
         dead_codec: Codec::new(),
+        watermarks,
         lag_at: None,
     };
     l.readiness.set(true);
     let mut totals = Totals::default();
     loop {
+        let began = Instant::now();
         let batch = l.collect(&decoders).await;
+        tracing::debug!(records = batch.len(), collect_ms = began.elapsed().as_millis() as u64, "batch collected");
         if batch.is_empty() {
             if l.shutdown.is_cancelled() {
                 break;
             }
-            l.refresh_lag(false).await;
+            l.refresh_lag(0);
             continue;
         }
         l.metrics.records_in.inc_by(batch.len() as u64);
@@ -210,7 +218,8 @@ pub async fn run(
             Err(Stop::Fatal(e)) => return Err(e),
         }
         l.commit(&batch).await;
-        l.refresh_lag(false).await;
+        tracing::debug!(records = batch.len(), "batch exported and committed");
+        l.refresh_lag(0);
         if l.shutdown.is_cancelled() {
             break;
         }
@@ -271,7 +280,7 @@ impl Loop {
                 continue;
             }
             let body = remote_write::encode(&set.into_request()).map_err(EngineError::from)?;
-            match self.send_until_settled(body).await? {
+            match self.send_until_settled(body, batch.len()).await? {
                 None => {
                     samples += count;
                     requests += 1;
@@ -302,10 +311,13 @@ impl Loop {
 
     /// Sends one request until the database settles it: `None` accepted, `Some(reason)`
     /// refused. Retries for as long as it takes, unless shut down.
-    async fn send_until_settled(&mut self, body: Vec<u8>) -> Result<Option<String>, Stop> {
+    async fn send_until_settled(&mut self, body: Vec<u8>, held: usize) -> Result<Option<String>, Stop> {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.remote.send(body.clone()).await {
+            let began = Instant::now();
+            let outcome = self.remote.send(body.clone()).await;
+            tracing::debug!(bytes = body.len(), send_ms = began.elapsed().as_millis() as u64, "remote write");
+            match outcome {
                 Outcome::Accepted => {
                     self.readiness.set(true);
                     return Ok(None);
@@ -321,7 +333,7 @@ impl Loop {
                     // Jitter: replicas that lost the database together do not return in step.
                     let wait = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
                     tracing::warn!(%why, retry_in_ms = wait.as_millis() as u64, "remote write failed; retrying");
-                    self.refresh_lag(false).await;
+                    self.refresh_lag(held);
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
                         _ = tokio::time::sleep(wait) => {}
@@ -398,30 +410,28 @@ impl Loop {
         }
     }
 
-    /// Sets the lag gauge: records in the assigned partitions past the committed offsets.
-    async fn refresh_lag(&mut self, force: bool) {
-        if !force && self.lag_at.is_some_and(|t| t.elapsed() < LAG_EVERY) {
+    /// Sets the lag gauge: records of the assigned partitions not yet exported, that is
+    /// past the consumer's position, plus the `held` records of a batch under way. The
+    /// watermarks come through a client of their own: asked through the group consumer,
+    /// each request would queue behind its long-poll fetch and slow every batch down.
+    fn refresh_lag(&mut self, held: usize) {
+        if self.lag_at.is_some_and(|t| t.elapsed() < LAG_EVERY) {
             return;
         }
         self.lag_at = Some(Instant::now());
-        let lag = tokio::task::block_in_place(|| -> Result<i64, KafkaError> {
-            let assignment = self.consumer.assignment()?;
-            if assignment.count() == 0 {
-                return Ok(0);
-            }
-            let committed = self.consumer.committed_offsets(assignment, CALL_TIMEOUT)?;
-            let mut lag = 0;
-            for e in committed.elements() {
-                let (low, high) = self.consumer.fetch_watermarks(e.topic(), e.partition(), CALL_TIMEOUT)?;
+        let lag = || -> Result<i64, KafkaError> {
+            let mut lag = held as i64;
+            for e in self.consumer.position()?.elements() {
+                let (low, high) = self.watermarks.fetch_watermarks(e.topic(), e.partition(), WATERMARK_TIMEOUT)?;
                 let from = match e.offset() {
-                    Offset::Offset(o) => o.max(low),
+                    Offset::Offset(o) => o,
                     _ => low,
                 };
                 lag += (high - from).max(0);
             }
             Ok(lag)
-        });
-        match lag {
+        };
+        match tokio::task::block_in_place(lag) {
             Ok(lag) => {
                 self.metrics.lag.set(lag);
             }

@@ -153,8 +153,15 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Totals, Expo
         ])
         .await?;
     let mut consumer = cluster.consumer_config(&args.group);
-    if consumer.get("allow.auto.create.topics").is_none() {
-        consumer.set("allow.auto.create.topics", "false");
+    for (key, value) in [
+        ("allow.auto.create.topics", "false"),
+        // A killed replica's partitions move after this long (Kafka's floor is 6 s), as
+        // for the detector: its records wait that long before another member exports them.
+        ("session.timeout.ms", "10000"),
+    ] {
+        if consumer.get(key).is_none() {
+            consumer.set(key, value);
+        }
     }
     let config = engine::EngineConfig {
         consumer,
