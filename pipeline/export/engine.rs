@@ -265,7 +265,8 @@ impl Loop {
         let (mut samples, mut requests) = (0u64, 0u64);
         // Halves are pushed second-half first, so records go out in their order and each
         // series' samples reach the database in time order.
-        let mut pending: Vec<Range<usize>> = vec![0..batch.len()];
+        let mut pending: Vec<Range<usize>> = Vec::new();
+        pending.push(0..batch.len());
         while let Some(range) = pending.pop() {
             let mut set = SeriesSet::default();
             let mut count = 0u64;

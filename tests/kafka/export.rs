@@ -204,8 +204,8 @@ fn alert(instance: &str, kind: AlertKind, signature: Option<&str>, score: Option
     Alert {
         id: format!("{instance}/{}/{end_ms}", kind.name()),
         instance_id: instance.into(),
-        app_type: "database".into(),
-        function: "primary".into(),
+        app_type: "web".into(),
+        function: "frontend".into(),
         kind,
         window_start_ms: end_ms - 600_000,
         window_end_ms: end_ms,
@@ -264,9 +264,13 @@ fn round_trip_every_sample_with_its_value_alerts_as_series_and_dead_letters() {
     let ancient_bytes = Codec::<TelemetrySample>::new().encode(&ancient).unwrap();
     p.send(BaseRecord::to(&telemetry_topic).key("ancient-1").payload(&ancient_bytes).partition(1)).unwrap();
     let end = now_ms() / 1000 * 1000 - 60_000;
+    let mut simulated: Vec<String> = telemetry(bootstrap, &prefix).keys().map(|(i, _)| i.clone()).collect();
+    simulated.retain(|i| i != "ancient-1");
+    let (first_instance, second_instance) = (simulated[0].clone(), simulated.last().unwrap().clone());
+    assert_ne!(first_instance, second_instance);
     let alerts = [
-        alert("db-7", AlertKind::Signature, Some("database/memory_leak"), Some(83.5), end),
-        alert("db-8", AlertKind::Offline, None, None, end - 60_000),
+        alert(&first_instance, AlertKind::Signature, Some("database/memory_leak"), Some(83.5), end),
+        alert(&second_instance, AlertKind::Offline, None, None, end - 60_000),
     ];
     let alert_codec = Codec::<Alert>::new();
     for a in &alerts {
@@ -346,6 +350,19 @@ fn round_trip_every_sample_with_its_value_alerts_as_series_and_dead_letters() {
     let scores = raw(&prom, "augur_anomaly_score", end - 600_000, end);
     assert_eq!(scores.len(), 1);
     assert_eq!(scores.values().next().unwrap(), &BTreeMap::from([(end, 83.5)]));
+
+    // Every query of the Grafana dashboard finds data for an instance with an alert.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::repo_root().join("k8s/dashboards/augur.json")).unwrap())
+            .unwrap();
+    let mut exprs: Vec<&str> =
+        dashboard["panels"].as_array().unwrap().iter().map(|p| p["targets"][0]["expr"].as_str().unwrap()).collect();
+    exprs.extend(dashboard["annotations"]["list"].as_array().unwrap().iter().filter_map(|a| a["expr"].as_str()));
+    assert_eq!(exprs.len(), 4, "{exprs:?}");
+    for expr in exprs {
+        let q = expr.replace("$instance", &first_instance).replace("$metric", mn::CPU_UTILIZATION);
+        assert!(!prom.query(&q, end as f64 / 1000.0).is_empty(), "dashboard query {q} finds nothing");
+    }
 
     // The two undecodable records and the refused one, with reasons and their source.
     let letters: Vec<(DeadLetter, BTreeMap<String, String>)> = common::read_all(bootstrap, &format!("{prefix}.dlq"))
