@@ -252,7 +252,11 @@ impl Loop {
                     }
                     // Errors here are reports (a broker went away for a moment); librdkafka
                     // reconnects by itself.
-                    Err(error) => tracing::warn!(%error, "consume error"),
+                    Err(error) => {
+                        tracing::warn!(%error, "consume error");
+                        // A lasting error (a deleted topic) must not spin the loop.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 },
             }
         }

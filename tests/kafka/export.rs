@@ -492,3 +492,42 @@ fn database_outage_is_waited_out_without_loss_and_shows_as_lag() {
     assert_eq!(count_samples(&prom, first, last), samples, "samples in Prometheus vs samples produced");
     assert_eq!(raw(&prom, "augur_telemetry", first, last).len(), expected.len());
 }
+
+#[test]
+fn a_wrong_endpoint_stops_the_exporter_with_nothing_committed() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("export");
+    let group = common::unique("g");
+    let prom = Prometheus::start();
+    simulate(bootstrap, &prefix, 2, "5m", 1);
+    // Prometheus answers 404 here: a typo in the URL, not bad data for the DLQ.
+    let wrong = format!("{}/api/v1/wrong", prom.url());
+    let mut e = Exporter::start(bootstrap, &prefix, &group, &wrong, &[]);
+    let status = e.child().wait().unwrap();
+    assert!(!status.success(), "the exporter should stop on a 404");
+    assert_eq!(committed_now(bootstrap, &group, &format!("{prefix}.telemetry")), 0);
+    let dlq = common::read_all(bootstrap, &format!("{prefix}.dlq"));
+    assert!(dlq.is_empty(), "a wrong URL sent {} records to the DLQ", dlq.len());
+}
+
+#[test]
+fn bad_flags_are_refused_up_front() {
+    let out = common::augur()
+        .args(["export", "--brokers", "127.0.0.1:1", "--remote-write-url", "https://mimir/api/v1/push"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https is not supported"), "{out:?}");
+
+    // The metrics address is taken: the command fails before it touches Kafka.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = common::augur()
+        .args(["export", "--brokers", "127.0.0.1:1", "--remote-write-url", "http://127.0.0.1:1/api/v1/write"])
+        .args(["--metrics-addr", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+}
