@@ -4,6 +4,7 @@ use criterion::criterion_main;
 
 mod codec;
 mod dtw;
+mod export;
 mod window;
 
-criterion_main!(codec::benches, dtw::benches, window::benches);
+criterion_main!(codec::benches, dtw::benches, window::benches, export::benches);
