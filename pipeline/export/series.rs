@@ -30,57 +30,60 @@ pub enum Exported {
     Alert(Alert),
 }
 
-/// Label sets (sorted by name, `__name__` first) to their samples.
+/// A series' labels after `__name__`, in name order; unused slots stay `None`. Borrowed
+/// from the records, so grouping a batch copies no string.
+type Labels<'a> = [Option<(&'static str, &'a str)>; 5];
+
+/// Series (name and labels) to their samples, for one request.
 #[derive(Debug, Default)]
-pub struct SeriesSet {
-    series: BTreeMap<Vec<(&'static str, String)>, Vec<Sample>>,
+pub struct SeriesSet<'a> {
+    series: BTreeMap<(&'static str, Labels<'a>), Vec<Sample>>,
 }
 
-impl SeriesSet {
+impl<'a> SeriesSet<'a> {
     /// Adds every sample of `record`; returns how many.
-    pub fn add(&mut self, record: &Exported) -> usize {
+    pub fn add(&mut self, record: &'a Exported) -> usize {
         match record {
             Exported::Telemetry(s) => {
                 for m in &s.metrics {
-                    let labels = vec![
-                        ("__name__", TELEMETRY.to_owned()),
-                        ("app_type", s.app_type.clone()),
-                        ("function", s.function.clone()),
-                        ("instance", s.instance_id.clone()),
-                        ("metric", m.name.clone()),
+                    let labels = [
+                        Some(("app_type", s.app_type.as_str())),
+                        Some(("function", s.function.as_str())),
+                        Some(("instance", s.instance_id.as_str())),
+                        Some(("metric", m.name.as_str())),
+                        None,
                     ];
-                    self.push(labels, m.value, s.timestamp_ms);
+                    self.push(TELEMETRY, labels, m.value, s.timestamp_ms);
                 }
                 s.metrics.len()
             }
             Exported::Alert(a) => {
-                let mut labels = vec![
-                    ("__name__", ALERT.to_owned()),
-                    ("app_type", a.app_type.clone()),
-                    ("function", a.function.clone()),
-                    ("instance", a.instance_id.clone()),
-                    ("kind", a.kind.name().to_owned()),
-                ];
                 // An empty label value means "no such label" to Prometheus: leave it out.
-                if let Some(sig) = a.signature.as_ref().filter(|s| !s.is_empty()) {
-                    labels.push(("signature", sig.clone()));
-                }
-                self.push(labels, a.confidence, a.window_end_ms);
-                let Some(score) = a.anomaly_score else { return 1 };
-                let labels = vec![
-                    ("__name__", ANOMALY_SCORE.to_owned()),
-                    ("app_type", a.app_type.clone()),
-                    ("function", a.function.clone()),
-                    ("instance", a.instance_id.clone()),
+                let signature = a.signature.as_deref().filter(|s| !s.is_empty()).map(|s| ("signature", s));
+                let labels = [
+                    Some(("app_type", a.app_type.as_str())),
+                    Some(("function", a.function.as_str())),
+                    Some(("instance", a.instance_id.as_str())),
+                    Some(("kind", a.kind.name())),
+                    signature,
                 ];
-                self.push(labels, score, a.window_end_ms);
+                self.push(ALERT, labels, a.confidence, a.window_end_ms);
+                let Some(score) = a.anomaly_score else { return 1 };
+                let labels = [
+                    Some(("app_type", a.app_type.as_str())),
+                    Some(("function", a.function.as_str())),
+                    Some(("instance", a.instance_id.as_str())),
+                    None,
+                    None,
+                ];
+                self.push(ANOMALY_SCORE, labels, score, a.window_end_ms);
                 2
             }
         }
     }
 
-    fn push(&mut self, labels: Vec<(&'static str, String)>, value: f64, timestamp: i64) {
-        self.series.entry(labels).or_default().push(Sample { value, timestamp });
+    fn push(&mut self, name: &'static str, labels: Labels<'a>, value: f64, timestamp: i64) {
+        self.series.entry((name, labels)).or_default().push(Sample { value, timestamp });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,13 +97,14 @@ impl SeriesSet {
         let timeseries = self
             .series
             .into_iter()
-            .map(|(labels, mut samples)| {
+            .map(|((name, labels), mut samples)| {
                 samples.sort_by_key(|s| s.timestamp);
                 samples.dedup_by(|a, b| a.timestamp == b.timestamp && a.value.to_bits() == b.value.to_bits());
-                TimeSeries {
-                    labels: labels.into_iter().map(|(name, value)| Label { name: name.to_owned(), value }).collect(),
-                    samples,
-                }
+                let labels = std::iter::once(("__name__", name))
+                    .chain(labels.into_iter().flatten())
+                    .map(|(name, value)| Label { name: name.to_owned(), value: value.to_owned() })
+                    .collect();
+                TimeSeries { labels, samples }
             })
             .collect();
         WriteRequest { timeseries }
@@ -130,12 +134,17 @@ mod tests {
 
     #[test]
     fn one_series_per_instance_and_metric_in_time_order() {
-        let mut set = SeriesSet::default();
         // Out of order on purpose, and one exact repeat (a re-sent record).
-        for r in [sample("web-1", 3000, 0.3), sample("web-1", 1000, 0.1), sample("web-2", 1000, 0.9)] {
-            assert_eq!(set.add(&r), 2);
+        let records = [
+            sample("web-1", 3000, 0.3),
+            sample("web-1", 1000, 0.1),
+            sample("web-2", 1000, 0.9),
+            sample("web-1", 1000, 0.1),
+        ];
+        let mut set = SeriesSet::default();
+        for r in &records {
+            assert_eq!(set.add(r), 2);
         }
-        set.add(&sample("web-1", 1000, 0.1));
         let request = set.into_request();
         assert_eq!(request.timeseries.len(), 4, "2 instances × 2 metrics");
         for ts in &request.timeseries {
@@ -179,9 +188,10 @@ mod tests {
                 source_offset: 0,
             })
         };
+        let (with, without) = (alert(Some("database/memory_leak"), Some(77.0)), alert(None, None));
         let mut set = SeriesSet::default();
-        assert_eq!(set.add(&alert(Some("database/memory_leak"), Some(77.0))), 2);
-        assert_eq!(set.add(&alert(None, None)), 1);
+        assert_eq!(set.add(&with), 2);
+        assert_eq!(set.add(&without), 1);
         let request = set.into_request();
         let find = |name: &str, n: usize| {
             request.timeseries.iter().find(|t| t.labels[0].value == name && t.labels.len() == n).unwrap()
