@@ -4,7 +4,8 @@ use criterion::criterion_main;
 
 mod codec;
 mod dtw;
+mod export;
 mod lstm;
 mod window;
 
-criterion_main!(codec::benches, dtw::benches, lstm::benches, window::benches);
+criterion_main!(codec::benches, dtw::benches, lstm::benches, window::benches, export::benches);

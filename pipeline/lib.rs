@@ -3,13 +3,17 @@
 //!
 //! The modules follow the data: [`agent`] and [`simulate`] produce telemetry, [`codec`]
 //! frames every record of the wire contract in `schemas/`, [`kafka`] connects the
-//! stages, [`tail`] reads any topic back for people and scripts.
+//! stages, [`tail`] reads any topic back for people and scripts, [`export`] copies
+//! telemetry and alerts into a time-series database, and [`observe`] serves a
+//! long-running command's own metrics and health.
 
 pub mod agent;
 pub mod codec;
 pub mod demo;
 pub mod detect;
+pub mod export;
 pub mod kafka;
+pub mod observe;
 pub mod shutdown;
 pub mod signatures;
 pub mod simulate;

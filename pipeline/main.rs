@@ -36,6 +36,8 @@ enum Command {
     Detect(augur::detect::Args),
     /// Simulate a fleet of instances with injected failures and publish its telemetry.
     Simulate(augur::simulate::Args),
+    /// Write telemetry (and alerts) to a time-series database by Prometheus remote write.
+    Export(augur::export::Args),
     /// Print the records of a topic as JSON lines.
     Tail(augur::tail::Args),
     /// Manage the failure-signature database: import, list, delete, extract.
@@ -98,6 +100,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Detect(args) => {
                 augur::detect::run(args, shutdown).await?;
+            }
+            Command::Export(args) => {
+                augur::export::run(args, shutdown).await?;
             }
             Command::Simulate(args) => {
                 let summary = augur::simulate::run(args, shutdown).await?;

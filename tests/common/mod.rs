@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod prometheus;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -109,7 +109,12 @@ fn detector(bootstrap: &str, prefix: &str, group: &str, replica: &str, extra: &[
 }
 
 /// Offsets committed by `group` on `topic`, summed over partitions (0 for none).
-fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Result<i64, rdkafka::error::KafkaError> {
+pub(crate) fn committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<i64, rdkafka::error::KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)

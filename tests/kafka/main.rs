@@ -5,6 +5,7 @@ mod common;
 
 mod agent;
 mod detect;
+mod export;
 mod signatures;
 mod simulate;
 mod tail;
