@@ -30,8 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Alert, Codec, DeadLetter};
 use crate::detect::dtw::Dtw;
+use crate::detect::metrics::Metrics;
 use crate::detect::partition::{Counters, Input, Judge, Output, PartitionState, Shared};
 use crate::kafka::reader::{self, Start};
+use crate::observe::Readiness;
 
 /// How long a Kafka call of the loop may block before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,6 +73,10 @@ pub struct EngineConfig {
     /// Counts the records of every committed transaction, for a caller in the same
     /// process that waits for the detector to catch up (the demo).
     pub committed: Arc<AtomicU64>,
+    /// Moved once per committed batch.
+    pub metrics: Metrics,
+    /// Raised once the assigned partitions are rebuilt, lowered while a rebuild runs.
+    pub readiness: Readiness,
 }
 
 /// What windows are judged by now, and a way to learn that the signature or the model
@@ -102,6 +108,7 @@ struct Ctx {
     changed: Mutex<Vec<i32>>,
     failure: Mutex<Option<EngineError>>,
     rebalances: Mutex<u64>,
+    readiness: Readiness,
 }
 
 impl ClientContext for Ctx {}
@@ -128,8 +135,10 @@ impl ConsumerContext for Ctx {
             if partitions.is_empty() {
                 return;
             }
-            if let Err(e) = self.rebuild(consumer, &partitions).map(drop) {
-                *lock(&self.failure) = Some(e);
+            self.readiness.set(false);
+            match self.rebuild(consumer, &partitions) {
+                Ok(_) => self.readiness.set(true),
+                Err(e) => *lock(&self.failure) = Some(e),
             }
             lock(&self.changed).extend(partitions);
         }
@@ -235,8 +244,11 @@ pub fn run(
         changed: Mutex::new(Vec::new()),
         failure: Mutex::new(None),
         rebalances: Mutex::new(0),
+        readiness: config.readiness.clone(),
     };
     let mut seen_version = judges.version();
+    let mut metrics_rebalances = 0;
+    config.metrics.models(&judges.judge().models);
     let consumer: BaseConsumer<Ctx> = config.consumer.create_with_context(ctx)?;
     let producer: BaseProducer = config.producer.create()?;
     producer.init_transactions(CALL_TIMEOUT).map_err(|e| fatal(&config, e))?;
@@ -260,6 +272,7 @@ pub fn run(
                 models = ?j.models.versions(),
                 "signature or model table changed"
             );
+            config.metrics.models(&j.models);
             *consumer.context().judge.write().unwrap_or_else(|p| p.into_inner()) = j;
         }
 
@@ -306,7 +319,9 @@ pub fn run(
             }
         }
         let judge = read(&consumer.context().judge).clone();
+        let judging = Instant::now();
         process_parallel(&shared, &judge, &mut dtws, &mut work);
+        config.metrics.batch_seconds.observe(judging.elapsed().as_secs_f64());
 
         // One transaction: outputs, then the offsets after each partition's last record.
         let mut offsets = TopicPartitionList::new();
@@ -325,8 +340,10 @@ pub fn run(
                 totals.transactions += 1;
                 let records: usize = work.iter().map(|(_, msgs, _)| msgs.len()).sum();
                 config.committed.fetch_add(records as u64, Ordering::Relaxed);
+                config.metrics.transactions.inc();
                 for (state, _, _) in &work {
                     add(&mut totals.counters, &state.counters);
+                    config.metrics.committed(&state.counters);
                 }
                 let mut states = lock(&consumer.context().states);
                 for (mut state, _, _) in work {
@@ -337,6 +354,7 @@ pub fn run(
             Err(TxnError::Abort(e)) => {
                 tracing::warn!(error = %e, "transaction aborted; rebuilding the batch's partitions and reading them again");
                 totals.aborts += 1;
+                config.metrics.aborts.inc();
                 producer.abort_transaction(CALL_TIMEOUT).map_err(|e| fatal(&config, e))?;
                 drop(work);
                 rewind(&consumer)?;
@@ -349,6 +367,11 @@ pub fn run(
         if last_report.elapsed() >= config.report_every {
             last_report = Instant::now();
             let w = shared.windows.stats();
+            config.metrics.window_instances.set(w.instances as i64);
+            config.metrics.window_memory_bytes.set(w.memory_bytes as i64);
+            let rebalances = *lock(&consumer.context().rebalances);
+            config.metrics.rebalances.inc_by(rebalances.saturating_sub(metrics_rebalances));
+            metrics_rebalances = rebalances;
             tracing::info!(
                 records = totals.counters.records,
                 alerts = totals.counters.alerts,

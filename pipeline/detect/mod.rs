@@ -21,6 +21,7 @@ pub mod dtw;
 pub mod engine;
 pub mod lstm;
 pub mod matcher;
+pub mod metrics;
 pub mod models;
 pub mod partition;
 pub mod validate;
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Alert, Codec, DeadLetter, FailureSignature, ModelAnnouncement, TelemetrySample};
 use crate::kafka::{Cluster, ConnectError, KafkaArgs, Retention, TopicSpec};
+use crate::observe::Readiness;
 use crate::signatures::SignatureTable;
 use crate::window::liveness::LivenessConfig;
 use crate::window::{WindowConfig, WindowError, Windows};
@@ -88,6 +90,10 @@ pub struct Args {
     /// Partitions of the topics this command creates (telemetry, alerts).
     #[arg(long, default_value = "6", value_name = "N", value_parser = crate::kafka::parse_partitions)]
     pub partitions: i32,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address (`augur_detect_*`
+    /// metrics; ready once the assigned partitions are rebuilt). [default: not served]
+    #[arg(long, env = "AUGUR_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where the models of application types that `<prefix>.models` announces none for
     /// come from: the newest `<DIR>/<app-type>/<version>/` of each.
     /// [default: the models shipped in the repository's models/]
@@ -109,6 +115,8 @@ pub enum DetectError {
     Signatures(String),
     #[error("model table: {0}")]
     Models(String),
+    #[error(transparent)]
+    Observe(crate::observe::ObserveError),
     #[error("cannot tell the host name ({0}); pass --replica-id")]
     HostName(#[source] std::io::Error),
     #[error("the detector thread failed: {0}")]
@@ -151,6 +159,17 @@ pub async fn run_on(
     committed: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) -> Result<Totals, DetectError> {
+    let metrics = metrics::Metrics::default();
+    let readiness = Readiness::default();
+    if let Some(addr) = args.metrics_addr {
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        // Before joining the group: a taken port fails the command at once.
+        let (addr, _server) = crate::observe::serve(addr, registry, readiness.clone(), shutdown.clone())
+            .await
+            .map_err(DetectError::Observe)?;
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    }
     let telemetry = cluster.topic::<TelemetrySample>();
     cluster
         .ensure_topics(&[
@@ -216,6 +235,8 @@ pub async fn run_on(
         dtw_radius: DTW_RADIUS,
         report_every: Duration::from_secs(10),
         committed,
+        metrics,
+        readiness,
     };
     let totals = tokio::task::spawn_blocking(move || engine::run(config, shared, judges, shutdown)).await??;
     tracing::info!(

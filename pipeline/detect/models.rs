@@ -72,9 +72,14 @@ impl ModelSet {
         self.by_app.get(app_type)
     }
 
-    /// `app_type/version` of every model, for logs and metrics.
+    /// `app_type/version` of every model, for logs.
     pub fn versions(&self) -> Vec<String> {
-        self.by_app.iter().map(|(app, m)| format!("{app}/{}", m.metadata().version)).collect()
+        self.app_versions().into_iter().map(|(app, v)| format!("{app}/{v}")).collect()
+    }
+
+    /// (app type, version) of every model.
+    pub fn app_versions(&self) -> Vec<(String, String)> {
+        self.by_app.iter().map(|(app, m)| (app.clone(), m.metadata().version.clone())).collect()
     }
 
     pub fn len(&self) -> usize {
