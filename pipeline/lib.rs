@@ -9,6 +9,7 @@ pub mod agent;
 pub mod codec;
 pub mod demo;
 pub mod detect;
+pub mod evaluate;
 pub mod kafka;
 pub mod shutdown;
 pub mod signatures;

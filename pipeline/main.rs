@@ -40,6 +40,8 @@ enum Command {
     Tail(augur::tail::Args),
     /// Manage the failure-signature database: import, list, delete, extract.
     Signatures(augur::signatures::Args),
+    /// Measure an anomaly detector on public labelled data (NAB, SMD).
+    Evaluate(augur::evaluate::Args),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +108,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Signatures(args) => {
                 augur::signatures::run(args, shutdown, &mut std::io::stdout().lock()).await?;
+            }
+            Command::Evaluate(args) => {
+                // CPU-bound and synchronous: it runs on its own scoped threads.
+                augur::evaluate::run(args, &mut std::io::stdout().lock())?;
             }
         }
         Ok(())
