@@ -253,13 +253,13 @@ fn print_smd(r: &smd::SmdReport, out: &mut impl Write) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "{:<12} {:<10} {:>10} | {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>7} | {:>9} | {:>6}",
+        "{:<12} {:<13} {:>10} | {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>7} | {:>9} | {:>6}",
         "machine", "threshold", "value", "pt P", "pt R", "pt F1", "ev P", "ev R", "ev F1", "events", "delay", "PA F1"
     )?;
     let row = |out: &mut dyn Write, machine: &str, label: &str, t: Option<f64>, m: &smd::metrics::Metrics| {
         writeln!(
             out,
-            "{:<12} {:<10} {:>10} | {:>6.3} {:>6.3} {:>6.3} | {:>6.3} {:>6.3} {:>6.3} {:>7} | {:>9} | {:>6.3}",
+            "{:<12} {:<13} {:>10} | {:>6.3} {:>6.3} {:>6.3} | {:>6.3} {:>6.3} {:>6.3} {:>7} | {:>9} | {:>6.3}",
             machine,
             label,
             t.map_or("-".into(), |t| format!("{t:.6}")),
