@@ -77,7 +77,8 @@ pub struct SmdArgs {
 /// Flags both benchmarks take.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// Detector to evaluate: windowed-gaussian, zscore, random or constant.
+    /// Detector to evaluate, by its registered name (windowed-gaussian, zscore, random,
+    /// constant, and any added to the registry; an unknown name lists them all).
     #[arg(long, value_name = "NAME", default_value = "windowed-gaussian", value_parser = parse_detector)]
     pub detector: String,
     /// Also write the results, with per-file or per-machine detail, as JSON to this file.
