@@ -29,7 +29,7 @@ fn nab_windowed_gaussian_reproduces_published_per_file_scores() -> anyhow::Resul
     let dir = data("nab")?;
     let files: Vec<String> = PUBLISHED_STANDARD.iter().map(|(f, ..)| f.to_string()).collect();
     let corpus = nab::NabCorpus::load(&dir, &files)?;
-    let wg = detector::find("windowed-gaussian").map_err(anyhow::Error::msg)?;
+    let wg = detector::find("windowed-gaussian")?;
     // At NAB's published threshold for this detector.
     let report = nab::evaluate(&corpus, &dir, wg, 42, Some(1.0), 2)?;
     let standard = &report.profiles[0];
@@ -53,7 +53,7 @@ fn nab_windowed_gaussian_reproduces_published_per_file_scores() -> anyhow::Resul
 fn smd_zscore_metrics_are_coherent_on_a_real_machine() -> anyhow::Result<()> {
     let dir = data("smd")?;
     let machines = smd::load(&dir, &["machine-3-3".to_string()])?;
-    let zscore = detector::find("zscore").map_err(anyhow::Error::msg)?;
+    let zscore = detector::find("zscore")?;
     let report = smd::evaluate(&machines, &dir, zscore, 42, 0.995, 1)?;
     let m = &report.machines[0];
     assert_eq!(m.test_rows, machines[0].labels.len());

@@ -83,31 +83,51 @@ pub const DETECTORS: &[Registration] = &[
     },
 ];
 
+/// A `--detector` name that is not registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown detector {name:?}; known: {known}")]
+pub struct UnknownDetector {
+    pub name: String,
+    /// The registered names, comma-separated.
+    pub known: String,
+}
+
+/// A detector broke the contract of [`SeriesDetector::score`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ContractViolation {
+    #[error("detector {detector} returned {got} scores for the {rows} rows of {series}")]
+    Length { detector: String, series: String, got: usize, rows: usize },
+    #[error("detector {detector} scored row {row} of {series} as {value}; scores must lie in 0..=1")]
+    Range { detector: String, series: String, row: usize, value: f64 },
+}
+
 /// The registration called `name`, or an error listing the names there are.
-pub fn find(name: &str) -> Result<&'static Registration, String> {
-    DETECTORS.iter().find(|r| r.name == name).ok_or_else(|| {
-        let known: Vec<&str> = DETECTORS.iter().map(|r| r.name).collect();
-        format!("unknown detector {name:?}; known: {}", known.join(", "))
+pub fn find(name: &str) -> Result<&'static Registration, UnknownDetector> {
+    DETECTORS.iter().find(|r| r.name == name).ok_or_else(|| UnknownDetector {
+        name: name.to_owned(),
+        known: DETECTORS.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
     })
 }
 
 /// Checks the contract of [`SeriesDetector::score`] on one result.
-pub fn check_scores(detector: &str, series: &Series, scores: &[Option<f64>]) -> Result<(), String> {
+pub fn check_scores(detector: &str, series: &Series, scores: &[Option<f64>]) -> Result<(), ContractViolation> {
     if scores.len() != series.len() {
-        return Err(format!(
-            "detector {detector} returned {} scores for the {} rows of {}",
-            scores.len(),
-            series.len(),
-            series.name
-        ));
+        return Err(ContractViolation::Length {
+            detector: detector.to_owned(),
+            series: series.name.clone(),
+            got: scores.len(),
+            rows: series.len(),
+        });
     }
     if let Some((row, value)) =
         scores.iter().enumerate().find_map(|(i, s)| s.filter(|v| !(0.0..=1.0).contains(v)).map(|v| (i, v)))
     {
-        return Err(format!(
-            "detector {detector} scored row {row} of {} as {value}; scores must lie in 0..=1",
-            series.name
-        ));
+        return Err(ContractViolation::Range {
+            detector: detector.to_owned(),
+            series: series.name.clone(),
+            row,
+            value,
+        });
     }
     Ok(())
 }
@@ -124,7 +144,7 @@ mod tests {
             let built = (r.build)(DetectorSpec { width: 2, seed: 1 });
             assert_eq!(built.name(), r.name);
         }
-        let err = find("lstm-typo").err().unwrap_or_default();
+        let err = find("lstm-typo").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("windowed-gaussian"), "{err}");
     }
 

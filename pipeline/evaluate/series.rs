@@ -23,6 +23,16 @@ pub struct Series {
     values: Vec<f64>,
 }
 
+/// Values, timestamps and columns that do not make a table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}: {values} values do not make {rows} rows of {columns} columns (at least one)")]
+pub struct ShapeError {
+    pub name: String,
+    pub values: usize,
+    pub rows: usize,
+    pub columns: usize,
+}
+
 /// Why a file could not be read into a [`Series`] or labels.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -49,17 +59,9 @@ pub enum LoadError {
 
 impl Series {
     /// Builds a series, checking that there is one timestamp per row of `columns.len()` values.
-    pub fn new(name: String, columns: Vec<String>, timestamps: Vec<i64>, values: Vec<f64>) -> Result<Self, String> {
-        if columns.is_empty() {
-            return Err(format!("{name}: a series needs at least one column"));
-        }
-        if values.len() != timestamps.len() * columns.len() {
-            return Err(format!(
-                "{name}: {} values do not make {} rows of {} columns",
-                values.len(),
-                timestamps.len(),
-                columns.len()
-            ));
+    pub fn new(name: String, columns: Vec<String>, timestamps: Vec<i64>, values: Vec<f64>) -> Result<Self, ShapeError> {
+        if columns.is_empty() || values.len() != timestamps.len() * columns.len() {
+            return Err(ShapeError { name, values: values.len(), rows: timestamps.len(), columns: columns.len() });
         }
         Ok(Self { name, columns, timestamps, values })
     }
@@ -151,7 +153,7 @@ pub(crate) fn read_csv(
         return Err(LoadError::Content { path: path.to_owned(), reason: "no data rows after the header".into() });
     }
     Series::new(name, columns, timestamps, values)
-        .map_err(|reason| LoadError::Content { path: path.to_owned(), reason })
+        .map_err(|e| LoadError::Content { path: path.to_owned(), reason: e.to_string() })
 }
 
 /// A CSV reader that insists on the same number of fields in every record, so a short

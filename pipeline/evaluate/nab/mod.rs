@@ -149,7 +149,7 @@ pub fn evaluate(
     threads: usize,
 ) -> Result<NabReport, EvaluateError> {
     let scores = score_corpus(corpus, registration, seed, threads)?;
-    let null = detector::find("constant").map_err(EvaluateError::Contract)?;
+    let null = detector::find("constant")?;
     let null_scores = score_corpus(corpus, null, seed, threads)?;
     let profiles = PROFILES
         .iter()
@@ -199,7 +199,7 @@ fn score_corpus(
         };
         detector.fit(&series.slice(0..sweep::probationary_length(series.len()))).map_err(failed)?;
         let scores = detector.score(series).map_err(failed)?;
-        detector::check_scores(registration.name, series, &scores).map_err(EvaluateError::Contract)?;
+        detector::check_scores(registration.name, series, &scores)?;
         Ok(scores.into_iter().map(|s| s.map(as_nab_stores_it)).collect())
     })
     .into_iter()

@@ -79,25 +79,40 @@ impl RowLabel {
     }
 }
 
+/// A labelled window NAB could not score.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("window {window}: {reason}")]
+pub struct WindowError {
+    /// The window's index within its file.
+    pub window: usize,
+    pub reason: String,
+}
+
 /// Labels the rows of one file. `first_window` is the corpus-wide index of this file's
 /// first window. Windows must be in time order, not overlap, span at least two rows and
 /// start and end on timestamps of the file (NAB looks them up by equality).
-pub fn label_rows(timestamps: &[i64], windows: &[Window], first_window: usize) -> Result<Vec<RowLabel>, String> {
-    let index = |t: i64, what: &str, w: usize| {
+pub fn label_rows(timestamps: &[i64], windows: &[Window], first_window: usize) -> Result<Vec<RowLabel>, WindowError> {
+    let index = |t: i64, what: &str, window: usize| {
         timestamps.iter().position(|&s| s == t).ok_or_else(|| {
             let when = chrono::DateTime::from_timestamp(t, 0).map_or(t.to_string(), |d| d.naive_utc().to_string());
-            format!("window {w}: its {what} {when} is not a timestamp of the file")
+            WindowError { window, reason: format!("its {what} {when} is not a timestamp of the file") }
         })
     };
     let mut bounds = Vec::with_capacity(windows.len());
     for (w, window) in windows.iter().enumerate() {
         let (left, right) = (index(window.start, "start", w)?, index(window.end, "end", w)?);
         if right <= left {
-            return Err(format!("window {w}: it must span at least two rows (rows {left}..={right})"));
+            return Err(WindowError {
+                window: w,
+                reason: format!("it must span at least two rows (rows {left}..={right})"),
+            });
         }
         if let Some(&(_, prev_right)) = bounds.last() {
             if left <= prev_right {
-                return Err(format!("window {w}: it starts at row {left}, inside or before the previous window"));
+                return Err(WindowError {
+                    window: w,
+                    reason: format!("it starts at row {left}, inside or before the previous window"),
+                });
             }
         }
         bounds.push((left, right));

@@ -169,9 +169,9 @@ fn evaluate_machine(
     };
     detector.fit(&machine.train).map_err(failed)?;
     let train_scores = detector.score(&machine.train).map_err(failed)?;
-    detector::check_scores(registration.name, &machine.train, &train_scores).map_err(EvaluateError::Contract)?;
+    detector::check_scores(registration.name, &machine.train, &train_scores)?;
     let test_scores = detector.score(&machine.test).map_err(failed)?;
-    detector::check_scores(registration.name, &machine.test, &test_scores).map_err(EvaluateError::Contract)?;
+    detector::check_scores(registration.name, &machine.test, &test_scores)?;
 
     let flags = |keep: &dyn Fn(f64) -> bool| -> Vec<bool> { test_scores.iter().map(|s| s.is_some_and(keep)).collect() };
     let train_threshold = metrics::train_quantile(&train_scores, train_quantile);
