@@ -11,6 +11,7 @@ pub mod agent;
 pub mod codec;
 pub mod demo;
 pub mod detect;
+pub mod evaluate;
 pub mod export;
 pub mod kafka;
 pub mod observe;

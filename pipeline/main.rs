@@ -46,6 +46,8 @@ enum Command {
     Train(Box<augur::train::Args>),
     /// Score recorded telemetry (CSV) with an LSTM anomaly model.
     Score(augur::train::ScoreArgs),
+    /// Measure an anomaly detector on public labelled data (NAB, SMD).
+    Evaluate(augur::evaluate::Args),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +127,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Score(args) => {
                 let summary = augur::train::score::run(args, shutdown).await?;
                 println!("{}", serde_json::to_string(&summary)?);
+            }
+            Command::Evaluate(args) => {
+                // CPU-bound and synchronous: it runs on its own scoped threads.
+                augur::evaluate::run(args, &mut std::io::stdout().lock())?;
             }
         }
         Ok(())
