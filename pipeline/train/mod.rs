@@ -63,10 +63,23 @@ pub enum TrainError {
     Interrupted,
     #[error("a training thread panicked")]
     Poisoned,
+    // Boxed: both are large, and every result of this module carries the enum.
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(Box<ModelError>),
     #[error("model computation failed: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(Box<candle_core::Error>),
+}
+
+impl From<ModelError> for TrainError {
+    fn from(e: ModelError) -> Self {
+        Self::Model(Box::new(e))
+    }
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(Box::new(e))
+    }
 }
 
 /// Flags of `augur train`. Exactly one source: `--simulate`, `--csv` or `--brokers`.
