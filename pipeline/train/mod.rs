@@ -63,10 +63,23 @@ pub enum TrainError {
     Interrupted,
     #[error("a training thread panicked")]
     Poisoned,
+    // Boxed: both are large, and every result of this module carries the enum.
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(Box<ModelError>),
     #[error("model computation failed: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(Box<candle_core::Error>),
+}
+
+impl From<ModelError> for TrainError {
+    fn from(e: ModelError) -> Self {
+        Self::Model(Box::new(e))
+    }
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(Box::new(e))
+    }
 }
 
 /// Flags of `augur train`. Exactly one source: `--simulate`, `--csv` or `--brokers`.
@@ -79,7 +92,7 @@ pub struct Args {
     pub simulate: bool,
     /// Train on a CSV file: header `timestamp,<metric>,...`; every other column is a
     /// metric and becomes a feature of the model.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = parse_input_file)]
     pub csv: Option<PathBuf>,
     /// Train on `augur.telemetry` replayed from these Kafka brokers (not built yet).
     #[arg(long, value_name = "B", requires_all = ["from", "to"])]
@@ -139,6 +152,16 @@ pub struct Args {
 
 /// 2026-01-05T00:00:00Z, a Monday.
 pub const DEFAULT_SIMULATION_START_MS: i64 = 1_767_571_200_000;
+
+/// A file that exists and can be opened for reading, checked before any work starts.
+pub(crate) fn parse_input_file(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    match std::fs::File::open(&path) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(path),
+        Ok(_) => Err(format!("{s} is not a file")),
+        Err(e) => Err(format!("cannot read {s}: {e}")),
+    }
+}
 
 fn parse_version(s: &str) -> Result<String, String> {
     if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {

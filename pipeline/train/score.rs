@@ -32,7 +32,7 @@ pub struct ScoreArgs {
     pub model: PathBuf,
     /// Telemetry to score: header `timestamp,<metric>,...`, one row per sample of one
     /// instance; the model's features must all be columns.
-    #[arg(long, value_name = "FILE", requires = "out")]
+    #[arg(long, value_name = "FILE", requires = "out", value_parser = super::parse_input_file)]
     pub csv: Option<PathBuf>,
     /// Where to write `timestamp,score,signature,confidence`.
     #[arg(long, value_name = "FILE")]
@@ -140,6 +140,7 @@ pub fn score_csv(args: &ScoreArgs, shutdown: &CancellationToken) -> Result<Score
     let matcher = Matcher::build(&signatures, &default_features, window.step_ms, window.points, DTW_RADIUS);
     let (m_times, m_values) = table.rows_for(&default_features);
     let mut dtw = Dtw::new(DTW_RADIUS);
+    let can_match = default_features.iter().any(|f| table.metrics.contains(f));
 
     let out_err = |source| TrainError::Write { path: out.clone(), source };
     let file = std::fs::File::create(out).map_err(out_err)?;
@@ -164,7 +165,7 @@ pub fn score_csv(args: &ScoreArgs, shutdown: &CancellationToken) -> Result<Score
         let mut scores = model.score(&refs).into_iter();
         for (&ts, win) in chunk.iter().zip(&windows) {
             let score = win.as_ref().and_then(|_| scores.next().flatten());
-            let matched = win.as_ref().and_then(|_| {
+            let matched = win.as_ref().filter(|_| can_match).and_then(|_| {
                 let mw = window_at(&m_times, &m_values, default_features.len(), end_of(ts), &window)?;
                 matcher.evaluate(&mut dtw, &meta.app_type, &args.function, &mw)
             });

@@ -17,8 +17,8 @@
 //!
 //! Guarantees: the score is a pure function of the window's values and the model;
 //! loading refuses anything inconsistent ([`ModelError`]); scoring runs the fused CPU
-//! path ([`fast`]) that the tests hold to candle's forward pass. Scoring is CPU-bound
-//! (about 10 µs a window): callers on an async runtime run it on a blocking thread.
+//! path ([`fast`]) that the tests hold to candle's forward pass. Scoring is CPU-bound:
+//! callers on an async runtime run it on a blocking thread (`spawn_blocking`).
 
 pub mod artifact;
 pub mod calibrate;

@@ -296,3 +296,15 @@ fn missing_values_are_masked_and_empty_windows_have_no_score() {
     let error = got[1].expect("scored").error;
     assert!((error - sum / f64::from(n)).abs() < 1e-12, "{error} vs {}", sum / f64::from(n));
 }
+
+#[test]
+fn the_shipped_models_load_for_every_simulated_application_type() {
+    for app in ["web", "database", "cache", "worker"] {
+        let model = AnomalyModel::shipped(app).unwrap_or_else(|e| panic!("{app}: {e}"));
+        let m = model.metadata();
+        assert_eq!(m.app_type, app);
+        let features: Vec<String> = crate::window::features::DEFAULT_FEATURES.iter().map(|f| (*f).to_owned()).collect();
+        model.check_window(&features, 64, 10_000).expect("the detector's default windows");
+        assert!(m.validation.at_most_30_share >= 0.99, "{app}: {:?}", m.validation);
+    }
+}
