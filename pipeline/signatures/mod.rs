@@ -23,7 +23,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use cli::{run, Args, Command, DeleteArgs, ExtractArgs, ImportArgs, ListArgs, SignaturesError};
+pub use cli::{parse_time, run, Args, Command, DeleteArgs, ExtractArgs, ImportArgs, ListArgs, SignaturesError};
 pub use extract::{extract, replay, ExtractError, ExtractRequest, Extracted};
 pub use file::{load_path, to_pretty_json, LoadError, Loaded, Origin};
 pub use store::{delete, import, StoreError};

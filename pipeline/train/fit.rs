@@ -57,6 +57,20 @@ impl Default for Settings {
 }
 
 /// Trains a model on `data`.
+/// The windows trained on and those held out, as indices into `data.windows`: the last
+/// `share` in event time is held out, less those that overlap a training window.
+pub(crate) fn split(data: &Dataset, share: f64) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..data.windows.len()).collect();
+    order.sort_by_key(|&i| data.windows[i].0);
+    let n_val = ((data.windows.len() as f64) * share).round() as usize;
+    let (train_idx, val_idx) = order.split_at(data.windows.len() - n_val);
+    // Windows overlap: a held-out window must start after the last training window ends.
+    let train_end = train_idx.last().map_or(i64::MIN, |&i| data.windows[i].0);
+    let length = data.shape.points as i64 * data.shape.step_ms;
+    let val_idx: Vec<usize> = val_idx.iter().copied().filter(|&i| data.windows[i].0 - length >= train_end).collect();
+    (train_idx.to_vec(), val_idx)
+}
+
 pub fn fit(data: &Dataset, settings: &Settings, shutdown: &CancellationToken) -> Result<AnomalyModel, TrainError> {
     let channels = data.features.len();
     let points = data.shape.points;
@@ -67,14 +81,8 @@ pub fn fit(data: &Dataset, settings: &Settings, shutdown: &CancellationToken) ->
         return Err(TrainError::Settings("epochs and batch size must be at least 1".to_owned()));
     }
 
-    let mut order: Vec<usize> = (0..data.windows.len()).collect();
-    order.sort_by_key(|&i| data.windows[i].0);
-    let n_val = ((data.windows.len() as f64) * settings.validation_share).round() as usize;
-    let (train_idx, val_idx) = order.split_at(data.windows.len() - n_val);
-    // Windows overlap: a held-out window must start after the last training window ends.
-    let train_end = train_idx.last().map_or(i64::MIN, |&i| data.windows[i].0);
-    let length = data.shape.points as i64 * data.shape.step_ms;
-    let val_idx: Vec<usize> = val_idx.iter().copied().filter(|&i| data.windows[i].0 - length >= train_end).collect();
+    let (train_idx, val_idx) = split(data, settings.validation_share);
+    let train_idx = train_idx.as_slice();
     if train_idx.len() < settings.batch_size.min(16) || val_idx.len() < 10 {
         return Err(TrainError::TooFewWindows {
             app_type: data.app_type.clone(),

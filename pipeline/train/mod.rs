@@ -1,16 +1,19 @@
 //! `augur train` and `augur score`: LSTM anomaly models from normal telemetry, and
 //! scores for recorded telemetry.
 //!
-//! In: normal telemetry from the in-process simulator or a CSV file ([`sources`]);
-//! Kafka replay of `augur.telemetry` by time range is not built yet and is refused
-//! with a clear message. Out: one model per application type in
-//! `<out>/<app-type>/<version>/` (`model.safetensors`, `metadata.json`), see
-//! [`crate::detect::lstm`]; for `score`, a CSV of scores. Guarantees: windows are cut
-//! by the detector's own code, training is deterministic given its flags, and a model
-//! is only written once it has been validated on held-out windows.
+//! In: normal telemetry from the in-process simulator or a CSV file ([`sources`]), or
+//! `<prefix>.telemetry` replayed from Kafka by event time ([`replay`]). Out: one model
+//! per application type in `<out>/<app-type>/<version>/` (`model.safetensors`,
+//! `metadata.json`), see [`crate::detect::lstm`]; from Kafka, models that pass the
+//! promotion gate are announced on `<prefix>.models` ([`promote`]); for `score`, a CSV
+//! of scores. Guarantees: windows are cut by the detector's own code, training is
+//! deterministic given its flags, and a model is only written once it has been
+//! validated on held-out windows.
 
 pub mod check;
 mod fit;
+pub mod promote;
+pub mod replay;
 pub mod score;
 pub mod sources;
 #[cfg(test)]
@@ -57,8 +60,10 @@ pub enum TrainError {
     TooFewWindows { app_type: String, train: usize, validation: usize },
     #[error("no windows of application type {0:?} in the data")]
     NoSuchAppType(String),
-    #[error("training from Kafka (--brokers/--from/--to) is not built yet; train from --simulate or --csv")]
-    KafkaNotBuilt,
+    #[error("replaying from Kafka: {0}")]
+    Replay(String),
+    #[error(transparent)]
+    Connect(#[from] crate::kafka::ConnectError),
     #[error("interrupted")]
     Interrupted,
     #[error("a training thread panicked")]
@@ -94,15 +99,26 @@ pub struct Args {
     /// metric and becomes a feature of the model.
     #[arg(long, value_name = "FILE", value_parser = parse_input_file)]
     pub csv: Option<PathBuf>,
-    /// Train on `augur.telemetry` replayed from these Kafka brokers (not built yet).
-    #[arg(long, value_name = "B", requires_all = ["from", "to"])]
-    pub brokers: Option<String>,
-    /// Start of the replayed range (with --brokers), RFC 3339.
-    #[arg(long, value_name = "T")]
-    pub from: Option<String>,
-    /// End of the replayed range (with --brokers), RFC 3339.
-    #[arg(long, value_name = "T")]
-    pub to: Option<String>,
+    /// Start of the replayed range (with --brokers): epoch ms or RFC 3339.
+    #[arg(long, value_name = "T", requires = "brokers", value_parser = crate::signatures::parse_time)]
+    pub from: Option<i64>,
+    /// End (exclusive) of the replayed range (with --brokers): epoch ms or RFC 3339.
+    #[arg(long, value_name = "T", requires = "brokers", value_parser = crate::signatures::parse_time)]
+    pub to: Option<i64>,
+    /// With --brokers: retrain on this schedule, each time on the same span of event
+    /// time moved forward by the time elapsed since the first run, until SIGTERM.
+    #[arg(long, value_name = "D", requires = "brokers", value_parser = humantime::parse_duration)]
+    pub every: Option<Duration>,
+    /// With --brokers: windows of an instance this close to one of its alerts are not
+    /// trained on (they are not normal).
+    #[arg(long, value_name = "D", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub alert_margin: Duration,
+    /// With --brokers: write the models but announce none on `<prefix>.models`, even
+    /// when they pass the promotion gate.
+    #[arg(long)]
+    pub no_promote: bool,
+    #[command(flatten)]
+    pub kafka: crate::kafka::KafkaArgs,
     /// Application type: with --simulate, train only this one; with --csv, the type
     /// the model is for (default: the file's name without extension).
     #[arg(long, value_name = "T")]
@@ -205,17 +221,125 @@ pub struct Trained {
     pub validation_mean_error: f64,
     pub validation_at_most_30_share: f64,
     pub train_windows: usize,
+    /// From Kafka: the promotion gate's verdict, and whether the model was announced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<promote::Gate>,
+    pub announced: bool,
+}
+
+impl Trained {
+    fn of(model: &crate::detect::lstm::AnomalyModel, dir: PathBuf) -> Self {
+        let m = model.metadata();
+        Self {
+            app_type: m.app_type.clone(),
+            dir,
+            validation_mean_error: m.validation.mean_error,
+            validation_at_most_30_share: m.validation.at_most_30_share,
+            train_windows: m.training.train_windows,
+            gate: None,
+            announced: false,
+        }
+    }
 }
 
 /// Runs `augur train`: collects the windows, trains one model per application type
-/// on a blocking thread and writes each to `<out>/<app-type>/<version>/`.
+/// on a blocking thread and writes each to `<out>/<app-type>/<version>/`; from Kafka,
+/// gates and announces them, again every `--every` until `shutdown`.
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Vec<Trained>, TrainError> {
+    if args.kafka.brokers.is_some() {
+        return run_replayed(args, shutdown).await;
+    }
     tokio::task::spawn_blocking(move || train_blocking(&args, &shutdown)).await.map_err(|_| TrainError::Poisoned)?
+}
+
+/// The Kafka path of [`run`].
+async fn run_replayed(args: Args, shutdown: CancellationToken) -> Result<Vec<Trained>, TrainError> {
+    let (Some(from), Some(to)) = (args.from, args.to) else {
+        return Err(TrainError::Settings("--brokers needs --from and --to".to_owned()));
+    };
+    if to <= from {
+        return Err(TrainError::Settings("--to must be later than --from".to_owned()));
+    }
+    if args.every.is_some() && args.model_version.is_some() {
+        return Err(TrainError::Settings("--every writes a new version each time: drop --model-version".to_owned()));
+    }
+    let cluster = crate::kafka::Cluster::open(&args.kafka.config())?;
+    let window = window_of(&args);
+    let margin_ms = args.alert_margin.as_millis() as i64;
+    let started = std::time::Instant::now();
+    let mut written = Vec::new();
+    loop {
+        let shift = started.elapsed().as_millis() as i64;
+        let (f, t) = (from + shift, to + shift);
+        let (config, w) = (cluster.client_config(), window.clone());
+        let (topics, alerts) =
+            (cluster.topic::<crate::codec::TelemetrySample>(), cluster.topic::<crate::codec::Alert>());
+        let (mut datasets, stats) =
+            tokio::task::spawn_blocking(move || replay::replayed(&config, &topics, &alerts, f, t, &w, margin_ms))
+                .await
+                .map_err(|_| TrainError::Poisoned)??;
+        tracing::info!(?stats, from = f, to = t, "telemetry replayed");
+        if let Some(app) = &args.app_type {
+            datasets.retain(|d| &d.app_type == app);
+            if datasets.is_empty() {
+                return Err(TrainError::NoSuchAppType(app.clone()));
+            }
+        }
+        let settings = settings_of(&args, version_of(&args));
+        for data in datasets {
+            let (s, stop) = (settings.clone(), shutdown.clone());
+            let (model, data) = tokio::task::spawn_blocking(move || fit(&data, &s, &stop).map(|m| (m, data)))
+                .await
+                .map_err(|_| TrainError::Poisoned)??;
+            let dir = args.out.join(&data.app_type).join(&settings.version);
+            model.save(&dir)?;
+            let gate = promote::gate(&cluster, &model, &data, args.validation_share, &window).await?;
+            let mut trained = Trained::of(&model, dir.clone());
+            if gate.promote && !args.no_promote {
+                promote::announce(&cluster, &model, &dir).await?;
+                trained.announced = true;
+            }
+            tracing::info!(app_type = %data.app_type, dir = %dir.display(), ?gate, announced = trained.announced, "model written");
+            trained.gate = Some(gate);
+            written.push(trained);
+        }
+        let Some(every) = args.every else { break };
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    Ok(written)
+}
+
+/// The detector's window, with training's hop.
+fn window_of(args: &Args) -> WindowConfig {
+    WindowConfig { hop_ms: args.hop.as_millis() as i64, ..WindowConfig::default() }
+}
+
+/// `--model-version`, or the UTC time now as `YYYYMMDDTHHMMSSZ`.
+fn version_of(args: &Args) -> String {
+    args.model_version.clone().unwrap_or_else(|| {
+        let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        t.replace(['-', ':'], "")
+    })
+}
+
+fn settings_of(args: &Args, version: String) -> Settings {
+    Settings {
+        model: Config { hidden: args.hidden as usize, layers: args.layers as usize, ..Config::default() },
+        epochs: args.epochs as usize,
+        batch_size: args.batch_size as usize,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+        validation_share: args.validation_share,
+        version,
+    }
 }
 
 /// [`run`] without the runtime.
 pub fn train_blocking(args: &Args, shutdown: &CancellationToken) -> Result<Vec<Trained>, TrainError> {
-    let window = WindowConfig { hop_ms: args.hop.as_millis() as i64, ..WindowConfig::default() };
+    let window = window_of(args);
     let mut datasets = if args.simulate {
         let fleet = FleetConfig {
             instances: args.instances,
@@ -235,7 +359,7 @@ pub fn train_blocking(args: &Args, shutdown: &CancellationToken) -> Result<Vec<T
             .unwrap_or_else(|| path.file_stem().map_or("csv".to_owned(), |s| s.to_string_lossy().into_owned()));
         vec![sources::csv(&table, &app_type, &window)?]
     } else {
-        return Err(TrainError::KafkaNotBuilt);
+        return Err(TrainError::Settings("train from --simulate, --csv or --brokers".to_owned()));
     };
     if args.simulate {
         if let Some(t) = &args.app_type {
@@ -245,34 +369,15 @@ pub fn train_blocking(args: &Args, shutdown: &CancellationToken) -> Result<Vec<T
             }
         }
     }
-    let version = args.model_version.clone().unwrap_or_else(|| {
-        let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        t.replace(['-', ':'], "")
-    });
-    let settings = Settings {
-        model: Config { hidden: args.hidden as usize, layers: args.layers as usize, ..Config::default() },
-        epochs: args.epochs as usize,
-        batch_size: args.batch_size as usize,
-        learning_rate: args.learning_rate,
-        seed: args.seed,
-        validation_share: args.validation_share,
-        version: version.clone(),
-    };
+    let settings = settings_of(args, version_of(args));
     let mut out = Vec::new();
     for data in &datasets {
         tracing::info!(app_type = %data.app_type, windows = data.windows.len(), "training");
         let model = fit(data, &settings, shutdown)?;
-        let dir = args.out.join(&data.app_type).join(&version);
+        let dir = args.out.join(&data.app_type).join(&settings.version);
         model.save(&dir)?;
-        let v = model.metadata().validation;
         tracing::info!(app_type = %data.app_type, dir = %dir.display(), "model written");
-        out.push(Trained {
-            app_type: data.app_type.clone(),
-            dir,
-            validation_mean_error: v.mean_error,
-            validation_at_most_30_share: v.at_most_30_share,
-            train_windows: model.metadata().training.train_windows,
-        });
+        out.push(Trained::of(&model, dir));
     }
     Ok(out)
 }

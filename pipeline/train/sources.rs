@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::{Dataset, TrainError};
 use crate::detect::lstm::WindowShape;
 use crate::simulate::{Fleet, FleetConfig};
-use crate::window::{features, WindowConfig, Windows};
+use crate::window::{features, ClosedWindow, WindowConfig, Windows};
 
 /// Windows of the simulator's telemetry, per application type, cut as `window` says.
 /// Windows of an instance that reach within `margin_ms` of one of its injected
@@ -40,8 +40,6 @@ pub fn simulated(fleet: &FleetConfig, window: &WindowConfig, margin_ms: i64) -> 
         .iter()
         .map(|g| (g.instance.as_str(), (g.onset_ms - margin_ms, g.failure_ms.map_or(end, |f| f + margin_ms))))
         .collect();
-    let shape = WindowShape { points: window.points, step_ms: window.step_ms };
-    let mut out: BTreeMap<String, Dataset> = BTreeMap::new();
     let created_from = format!(
         "simulator: {} instances, seed {}, {} from {} ms, {} s interval, failure fraction {}",
         fleet.instances,
@@ -51,12 +49,24 @@ pub fn simulated(fleet: &FleetConfig, window: &WindowConfig, margin_ms: i64) -> 
         fleet.interval_ms / 1000,
         fleet.failure_fraction
     );
-    for w in closed {
-        if let Some(&(from, to)) = failing.get(w.instance_id.as_str()) {
-            if w.end_ms > from && w.start_ms < to {
-                continue;
-            }
-        }
+    let kept = closed.into_iter().filter(|w| match failing.get(w.instance_id.as_str()) {
+        Some(&(from, to)) => !(w.end_ms > from && w.start_ms < to),
+        None => true,
+    });
+    Ok(by_app_type(kept, window, &range, &created_from))
+}
+
+/// Groups normal windows into one [`Dataset`] per application type; `range` holds the
+/// event time of the first and last sample read per type.
+pub(crate) fn by_app_type(
+    windows: impl IntoIterator<Item = ClosedWindow>,
+    window: &WindowConfig,
+    range: &BTreeMap<String, (i64, i64)>,
+    created_from: &str,
+) -> Vec<Dataset> {
+    let shape = WindowShape { points: window.points, step_ms: window.step_ms };
+    let mut out: BTreeMap<String, Dataset> = BTreeMap::new();
+    for w in windows {
         let (first, last) = range.get(&w.app_type).copied().unwrap_or((0, 0));
         out.entry(w.app_type.clone())
             .or_insert_with(|| Dataset {
@@ -66,12 +76,12 @@ pub fn simulated(fleet: &FleetConfig, window: &WindowConfig, margin_ms: i64) -> 
                 windows: Vec::new(),
                 first_event_ms: first,
                 last_event_ms: last,
-                created_from: created_from.clone(),
+                created_from: created_from.to_owned(),
             })
             .windows
             .push((w.end_ms, w.values));
     }
-    Ok(out.into_values().collect())
+    out.into_values().collect()
 }
 
 /// A CSV file of one instance's telemetry: `timestamp,<metric>,...`.
