@@ -206,3 +206,97 @@ impl Models {
         current.1.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::detect::lstm::shipped_dir;
+    use crate::kafka::{Cluster, KafkaConfig, Publisher};
+
+    /// A copy of the shipped web model as version `version` in `dir`.
+    fn copy_web_model(dir: &Path, version: &str) -> Vec<u8> {
+        let from = artifact::latest_version(&shipped_dir(), "web").unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let weights = std::fs::read(from.join(artifact::WEIGHTS_FILE)).unwrap();
+        std::fs::write(dir.join(artifact::WEIGHTS_FILE), &weights).unwrap();
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(from.join(artifact::METADATA_FILE)).unwrap()).unwrap();
+        meta["version"] = version.into();
+        std::fs::write(dir.join(artifact::METADATA_FILE), serde_json::to_vec(&meta).unwrap()).unwrap();
+        weights
+    }
+
+    fn announcement(dir: &Path, version: &str, sha256: String) -> ModelAnnouncement {
+        ModelAnnouncement {
+            app_type: "web".into(),
+            version: version.into(),
+            uri: dir.to_string_lossy().into_owned(),
+            sha256,
+            features: WindowConfig::default().features,
+            trained_from_ms: 0,
+            trained_to_ms: 1,
+            validation: BTreeMap::new(),
+            created_ms: 1,
+        }
+    }
+
+    async fn announce_and_wait(cluster: &Cluster, models: &Models, a: &ModelAnnouncement) {
+        let before = models.version();
+        let topic = cluster.topic::<ModelAnnouncement>();
+        let mut p = Publisher::<ModelAnnouncement>::new(&cluster.producer_config(), topic).unwrap();
+        p.publish(&a.app_type, a, 1).await.unwrap();
+        p.flush(Duration::from_secs(10)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while models.version() == before {
+            assert!(Instant::now() < deadline, "the model table did not see version {}", a.version);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn announced_models_swap_in_and_broken_ones_leave_the_serving_model() {
+        let cluster = Cluster::open(&KafkaConfig::default()).unwrap();
+        let window = WindowConfig::default();
+        let shipped = ModelSet::shipped(&shipped_dir(), &window);
+        let shipped_version = shipped.get("web").expect("a shipped web model").metadata().version.clone();
+        let table = ModelTable::follow(&cluster, CancellationToken::new()).await.unwrap();
+        let models = Models::new(Some(table), window.clone(), shipped);
+        let serving = |m: &Models| m.set().get("web").unwrap().metadata().version.clone();
+        assert_eq!(serving(&models), shipped_version);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let good = tmp.path().join("good");
+        let weights = copy_web_model(&good, "good");
+        announce_and_wait(&cluster, &models, &announcement(&good, "good", sha256_hex(&weights))).await;
+        assert_eq!(serving(&models), "good", "a valid announcement is served");
+
+        // Weights that are not what the announcement says.
+        let other = tmp.path().join("tampered");
+        copy_web_model(&other, "tampered");
+        let a = announcement(&other, "tampered", sha256_hex(b"something else"));
+        let refused = load_announced(&a, &window).unwrap_err().to_string();
+        assert!(refused.contains("SHA-256") && refused.contains("model.safetensors"), "{refused}");
+        announce_and_wait(&cluster, &models, &a).await;
+        assert_eq!(serving(&models), "good", "a refused model leaves the serving one");
+
+        // Corrupt weights whose digest matches: the loader refuses them.
+        let corrupt = tmp.path().join("corrupt");
+        let bytes = copy_web_model(&corrupt, "corrupt");
+        let cut = &bytes[..bytes.len() / 2];
+        std::fs::write(corrupt.join(artifact::WEIGHTS_FILE), cut).unwrap();
+        let a = announcement(&corrupt, "corrupt", sha256_hex(cut));
+        let refused = load_announced(&a, &window).unwrap_err().to_string();
+        assert!(refused.contains("model.safetensors"), "{refused}");
+        announce_and_wait(&cluster, &models, &a).await;
+        assert_eq!(serving(&models), "good");
+
+        // A model for other windows.
+        let narrow = WindowConfig { points: 32, ..WindowConfig::default() };
+        let a = announcement(&good, "good", sha256_hex(&weights));
+        assert!(load_announced(&a, &narrow).unwrap_err().to_string().contains("32 points"));
+    }
+}

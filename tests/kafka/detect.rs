@@ -18,17 +18,17 @@ use crate::common;
 /// broker deletes records older than its 7-day retention at once; and at a fixed time
 /// of day, because the simulated load follows the clock, so every run of the tests
 /// sees the same fleet.
-fn start_ms() -> i64 {
+pub(crate) fn start_ms() -> i64 {
     const DAY: i64 = 86_400_000;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     now - now % DAY - DAY
 }
 
 /// A running `augur detect`, killed if the test ends (or panics) before stopping it.
-struct Detector(Option<Child>);
+pub(crate) struct Detector(Option<Child>);
 
 impl Detector {
-    fn child(&mut self) -> &mut Child {
+    pub(crate) fn child(&mut self) -> &mut Child {
         self.0.as_mut().expect("detector running")
     }
 
@@ -40,7 +40,7 @@ impl Detector {
     }
 
     /// SIGTERM, and a clean exit.
-    fn terminate(mut self) {
+    pub(crate) fn terminate(mut self) {
         let mut c = self.0.take().expect("detector running");
         Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
         let status = c.wait().unwrap();
@@ -59,7 +59,7 @@ impl Drop for Detector {
 
 /// Simulates a fleet into `<prefix>.telemetry` and imports the starter signatures;
 /// returns the ground truth and the number of records.
-fn prepare(
+pub(crate) fn prepare(
     bootstrap: &str,
     prefix: &str,
     instances: usize,
@@ -96,7 +96,7 @@ fn prepare(
     (truth.lines().map(|l| serde_json::from_str(l).unwrap()).collect(), summary["records"].as_u64().unwrap())
 }
 
-fn detector(bootstrap: &str, prefix: &str, group: &str, replica: &str, extra: &[&str]) -> Detector {
+pub(crate) fn detector(bootstrap: &str, prefix: &str, group: &str, replica: &str, extra: &[&str]) -> Detector {
     let child = common::augur()
         .args(["detect", "--brokers", bootstrap, "--topic-prefix", prefix, "--group", group, "--replica-id", replica])
         .args(["--partitions", "3", "--threads", "2"])
@@ -130,7 +130,14 @@ pub(crate) fn committed(
 
 /// Waits until `group` has committed `target` offsets in all, failing the test after
 /// `limit` or if the detector exits.
-fn wait_committed(bootstrap: &str, group: &str, topic: &str, target: i64, limit: Duration, d: &mut Detector) {
+pub(crate) fn wait_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    target: i64,
+    limit: Duration,
+    d: &mut Detector,
+) {
     let began = Instant::now();
     loop {
         // The group coordinator may not be ready for a new group yet (NotCoordinator):
@@ -147,7 +154,7 @@ fn wait_committed(bootstrap: &str, group: &str, topic: &str, target: i64, limit:
     }
 }
 
-fn alerts(bootstrap: &str, prefix: &str) -> Vec<Alert> {
+pub(crate) fn alerts(bootstrap: &str, prefix: &str) -> Vec<Alert> {
     let codec = Codec::<Alert>::new();
     common::read_all(bootstrap, &format!("{prefix}.alerts"))
         .iter()

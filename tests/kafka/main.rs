@@ -9,3 +9,4 @@ mod export;
 mod signatures;
 mod simulate;
 mod tail;
+mod train;

@@ -1,0 +1,131 @@
+//! `augur train` against the real broker: replaying simulated telemetry by event time,
+//! the calibration of the model it writes, the promotion gate and announcement, and a
+//! running detector swapping to the announced model between two batches.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use augur::codec::AlertKind;
+
+use crate::common;
+use crate::detect::{alerts, detector, prepare, start_ms, wait_committed};
+
+const HOUR: i64 = 3_600_000;
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The body of `GET http://addr/metrics`.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+#[test]
+fn train_replays_telemetry_announces_a_model_and_a_running_detector_swaps_to_it() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("train");
+    let group = common::unique("g");
+    let start = start_ms();
+    // Three hours of a fleet, a detector on it serving the shipped models.
+    let (_, first) = prepare(bootstrap, &prefix, 24, "3h", 21);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut d = detector(bootstrap, &prefix, &group, "r1", &["--metrics-addr", &metrics]);
+    let telemetry = format!("{prefix}.telemetry");
+    wait_committed(bootstrap, &group, &telemetry, first as i64, Duration::from_secs(600), &mut d);
+    assert!(
+        scrape(&metrics).contains(r#"augur_detect_model{app_type="web",version="1"} 1"#),
+        "the detector serves the shipped web model first:\n{}",
+        scrape(&metrics)
+    );
+
+    // Train the web model on those three hours, replayed from the broker.
+    let out = tempfile::tempdir().unwrap();
+    let trained = common::run_ok(common::augur().args([
+        "train",
+        "--brokers",
+        bootstrap,
+        "--topic-prefix",
+        &prefix,
+        "--from",
+        &start.to_string(),
+        "--to",
+        &(start + 3 * HOUR).to_string(),
+        "--app-type",
+        "web",
+        "--epochs",
+        "4",
+        "--model-version",
+        "replayed-1",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]));
+    let line = String::from_utf8(trained.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(line.lines().last().expect("one line per model")).unwrap();
+    assert_eq!(report["app_type"], "web", "{report}");
+    assert!(report["train_windows"].as_u64().unwrap() > 100, "{report}");
+    let share = report["validation_at_most_30_share"].as_f64().unwrap();
+    assert!(share >= 0.99, "held-out normal windows scoring at most 30: {share}");
+    assert_eq!(report["gate"]["promote"], true, "nothing announced before: the gate promotes ({report})");
+    assert_eq!(report["announced"], true, "{report}");
+
+    // The running detector loads the announcement between two batches.
+    let wanted = r#"augur_detect_model{app_type="web",version="replayed-1"} 1"#;
+    let began = Instant::now();
+    while !scrape(&metrics).contains(wanted) {
+        assert!(began.elapsed() < Duration::from_secs(60), "the detector did not swap:\n{}", scrape(&metrics));
+        if let Some(status) = d.child().try_wait().unwrap() {
+            panic!("the detector exited with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(200)); // polling a condition, with a deadline
+    }
+
+    // An hour more of the same fleet, judged with the new model.
+    let more = common::run_ok(common::augur().args([
+        "simulate",
+        "--brokers",
+        bootstrap,
+        "--topic-prefix",
+        &prefix,
+        "--instances",
+        "24",
+        "--duration",
+        "1h",
+        "--seed",
+        "21",
+        "--failure-fraction",
+        "0.5",
+        "--start",
+        &(start + 3 * HOUR).to_string(),
+        "--speed",
+        "max",
+        "--partitions",
+        "3",
+    ]));
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8(more.stdout).unwrap().lines().last().unwrap()).unwrap();
+    let total = first + summary["records"].as_u64().unwrap();
+    wait_committed(bootstrap, &group, &telemetry, total as i64, Duration::from_secs(600), &mut d);
+    d.terminate();
+
+    let all = alerts(bootstrap, &prefix);
+    let ids: BTreeSet<&str> = all.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids.len(), all.len(), "no alert is written twice");
+    let judged = |a: &&augur::codec::Alert| {
+        a.app_type == "web" && matches!(a.kind, AlertKind::Signature | AlertKind::Anomaly) && a.anomaly_score.is_some()
+    };
+    let after: Vec<_> = all.iter().filter(judged).filter(|a| a.window_end_ms > start + 3 * HOUR + 600_000).collect();
+    assert!(!after.is_empty(), "the last hour of web telemetry raised no judged alert");
+    for a in &after {
+        assert_eq!(a.model_version.as_deref(), Some("replayed-1"), "{a:?}");
+    }
+    for a in all.iter().filter(judged).filter(|a| a.window_end_ms <= start + 3 * HOUR) {
+        assert_eq!(a.model_version.as_deref(), Some("1"), "before the promotion, the shipped model: {a:?}");
+    }
+}
