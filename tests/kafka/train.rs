@@ -75,6 +75,33 @@ fn train_replays_telemetry_announces_a_model_and_a_running_detector_swaps_to_it(
     assert_eq!(report["gate"]["promote"], true, "nothing announced before: the gate promotes ({report})");
     assert_eq!(report["announced"], true, "{report}");
 
+    // The replayed model on a fresh simulated fleet with injected failures: normal
+    // windows stay in the no-change tier, failures cross 70 before they happen.
+    let model = augur::detect::lstm::AnomalyModel::load(std::path::Path::new(report["dir"].as_str().unwrap())).unwrap();
+    let fleet = augur::simulate::FleetConfig {
+        instances: 24,
+        seed: 1001,
+        start_ms: start,
+        interval_ms: 10_000,
+        duration_ms: 4 * HOUR,
+        failure_fraction: 0.5,
+        kinds: augur::simulate::FailureKind::ALL.to_vec(),
+    };
+    let check = augur::train::check::check(&model, &fleet).unwrap();
+    let leads: Vec<(String, Option<i64>)> = check
+        .failures
+        .iter()
+        .filter(|f| f.failure_ms.is_some())
+        .map(|f| (f.kind.clone(), f.lead_above_70_ms.map(|ms| ms / 1000)))
+        .collect();
+    eprintln!(
+        "web model on a failing fleet: {:.4} of normal windows ≤ 30; lead above 70 by kind (s): {leads:?}",
+        check.normal_at_most_30_share
+    );
+    assert!(check.normal_at_most_30_share >= 0.99, "{check:?}");
+    let seen = leads.iter().filter(|(_, lead)| lead.is_some_and(|s| s > 0)).count();
+    assert!(seen * 2 >= leads.len(), "most failures cross 70 before they happen: {leads:?}");
+
     // The running detector loads the announcement between two batches.
     let wanted = r#"augur_detect_model{app_type="web",version="replayed-1"} 1"#;
     let began = Instant::now();
