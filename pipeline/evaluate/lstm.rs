@@ -62,15 +62,7 @@ struct Fitted {
 
 impl LstmDetector {
     pub fn new(width: usize, seed: u64) -> Self {
-        Self {
-            width,
-            seed,
-            fitted: None,
-            recent: VecDeque::new(),
-            history: VecDeque::new(),
-            sum: 0.0,
-            sum_sq: 0.0,
-        }
+        Self { width, seed, fitted: None, recent: VecDeque::new(), history: VecDeque::new(), sum: 0.0, sum_sq: 0.0 }
     }
 
     /// The likelihood of `error` given the errors seen before it.
