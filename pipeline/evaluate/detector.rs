@@ -11,6 +11,7 @@
 //! [`DETECTORS`]; `augur evaluate --detector <name>` then runs it on both benchmarks.
 
 use super::baselines::{ConstantDetector, RandomDetector, WindowedGaussian, ZScore};
+use super::lstm::LstmDetector;
 use super::series::Series;
 
 /// A detector under evaluation. The harness creates a fresh one per series (NAB file,
@@ -65,6 +66,11 @@ pub const DETECTORS: &[Registration] = &[
         name: "windowed-gaussian",
         about: "NAB's Windowed Gaussian: tail probability under the last 6400 values, refreshed every 100",
         build: |spec| Box::new(WindowedGaussian::new(spec.width)),
+    },
+    Registration {
+        name: "lstm",
+        about: "the project's LSTM forecaster (24 points, hidden 32), anomaly likelihood of its error",
+        build: |spec| Box::new(LstmDetector::new(spec.width, spec.seed)),
     },
     Registration {
         name: "zscore",

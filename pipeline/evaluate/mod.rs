@@ -11,6 +11,7 @@
 
 pub mod baselines;
 pub mod detector;
+pub mod lstm;
 pub mod nab;
 pub mod series;
 pub mod smd;
