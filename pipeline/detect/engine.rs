@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -489,12 +489,7 @@ fn transact(
                 }
                 Output::Dead(d) => {
                     dead_codec.encode_into(d, &mut buf).map_err(TxnError::Encode)?;
-                    let (partition, offset) = (d.source_partition.to_string(), d.source_offset.to_string());
-                    let headers = OwnedHeaders::new()
-                        .insert(Header { key: "augur.reason", value: Some(d.reason.as_str()) })
-                        .insert(Header { key: "augur.source.topic", value: Some(d.source_topic.as_str()) })
-                        .insert(Header { key: "augur.source.partition", value: Some(partition.as_str()) })
-                        .insert(Header { key: "augur.source.offset", value: Some(offset.as_str()) });
+                    let headers = crate::kafka::dead_letter_headers(d);
                     let mut record = BaseRecord::to(&config.dlq_topic).payload(&buf).headers(headers);
                     if let Some(key) = &d.key {
                         record = record.key(key.as_slice());

@@ -20,7 +20,7 @@ use rand::Rng;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
@@ -367,13 +367,7 @@ impl Loop {
             framed.push((self.dead_codec.encode(&letter)?, letter));
         }
         let sends = framed.iter().map(|(bytes, d)| {
-            let (partition, offset) = (d.source_partition.to_string(), d.source_offset.to_string());
-            // The detector's header names, so one DLQ reader serves every stage.
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "augur.reason", value: Some(d.reason.as_str()) })
-                .insert(Header { key: "augur.source.topic", value: Some(d.source_topic.as_str()) })
-                .insert(Header { key: "augur.source.partition", value: Some(partition.as_str()) })
-                .insert(Header { key: "augur.source.offset", value: Some(offset.as_str()) });
+            let headers = crate::kafka::dead_letter_headers(d);
             let mut record = FutureRecord::to(&self.config.dlq_topic).payload(bytes.as_slice()).headers(headers);
             if let Some(key) = &d.key {
                 record = record.key(key.as_slice());

@@ -246,6 +246,18 @@ impl KafkaArgs {
     }
 }
 
+/// The headers of a dead letter on the DLQ topic, the same for every stage so that one
+/// reader serves them all: the reason and the source topic, partition and offset.
+pub fn dead_letter_headers(d: &crate::codec::DeadLetter) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::Header;
+    let (partition, offset) = (d.source_partition.to_string(), d.source_offset.to_string());
+    rdkafka::message::OwnedHeaders::new()
+        .insert(Header { key: "augur.reason", value: Some(d.reason.as_str()) })
+        .insert(Header { key: "augur.source.topic", value: Some(d.source_topic.as_str()) })
+        .insert(Header { key: "augur.source.partition", value: Some(partition.as_str()) })
+        .insert(Header { key: "augur.source.offset", value: Some(offset.as_str()) })
+}
+
 /// Parses a topic's partition count for the commands that create topics.
 pub fn parse_partitions(s: &str) -> Result<i32, String> {
     match s.parse::<i32>() {

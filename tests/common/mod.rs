@@ -111,3 +111,13 @@ pub fn python_with(packages: &[&str]) -> PathBuf {
     }
     python
 }
+
+/// Runs `augur simulate --speed max` into `<prefix>.telemetry` of `bootstrap` with the
+/// given further flags; returns its JSON summary (its last line of output).
+pub fn simulate(bootstrap: &str, prefix: &str, flags: &[&str]) -> serde_json::Value {
+    let out = run_ok(
+        augur().args(["simulate", "--brokers", bootstrap, "--topic-prefix", prefix, "--speed", "max"]).args(flags),
+    );
+    let stdout = String::from_utf8(out.stdout).expect("simulate prints UTF-8");
+    serde_json::from_str(stdout.lines().last().expect("simulate prints a summary")).expect("the summary is JSON")
+}

@@ -68,29 +68,25 @@ pub(crate) fn prepare(
 ) -> (Vec<serde_json::Value>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let truth = dir.path().join("truth.jsonl");
-    let out = common::run_ok(common::augur().args([
-        "simulate",
-        "--brokers",
+    let (instances, seed, start) = (instances.to_string(), seed.to_string(), start_ms().to_string());
+    let summary = common::simulate(
         bootstrap,
-        "--topic-prefix",
         prefix,
-        "--instances",
-        &instances.to_string(),
-        "--duration",
-        duration,
-        "--seed",
-        &seed.to_string(),
-        "--start",
-        &start_ms().to_string(),
-        "--speed",
-        "max",
-        "--partitions",
-        "3",
-        "--ground-truth",
-        truth.to_str().unwrap(),
-    ]));
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
+        &[
+            "--instances",
+            &instances,
+            "--duration",
+            duration,
+            "--seed",
+            &seed,
+            "--start",
+            &start,
+            "--partitions",
+            "3",
+            "--ground-truth",
+            truth.to_str().unwrap(),
+        ],
+    );
     common::run_ok(common::augur().args(["signatures", "import", "--brokers", bootstrap, "--topic-prefix", prefix]));
     let truth = std::fs::read_to_string(&truth).unwrap();
     (truth.lines().map(|l| serde_json::from_str(l).unwrap()).collect(), summary["records"].as_u64().unwrap())

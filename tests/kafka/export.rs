@@ -112,25 +112,12 @@ fn committed_now(bootstrap: &str, group: &str, topic: &str) -> i64 {
 
 /// Simulates `instances` for `duration` ending now; returns the number of records.
 fn simulate(bootstrap: &str, prefix: &str, instances: usize, duration: &str, seed: u64) -> u64 {
-    let out = common::run_ok(common::augur().args([
-        "simulate",
-        "--brokers",
+    let (instances, seed, partitions) = (instances.to_string(), seed.to_string(), PARTITIONS.to_string());
+    let summary = common::simulate(
         bootstrap,
-        "--topic-prefix",
         prefix,
-        "--instances",
-        &instances.to_string(),
-        "--duration",
-        duration,
-        "--seed",
-        &seed.to_string(),
-        "--speed",
-        "max",
-        "--partitions",
-        &PARTITIONS.to_string(),
-    ]));
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
+        &["--instances", &instances, "--duration", duration, "--seed", &seed, "--partitions", &partitions],
+    );
     summary["records"].as_u64().expect("summary.records")
 }
 

@@ -114,29 +114,25 @@ fn train_replays_telemetry_announces_a_model_and_a_running_detector_swaps_to_it(
     }
 
     // An hour more of the same fleet, judged with the new model.
-    let more = common::run_ok(common::augur().args([
-        "simulate",
-        "--brokers",
+    let later = (start + 3 * HOUR).to_string();
+    let summary = common::simulate(
         bootstrap,
-        "--topic-prefix",
         &prefix,
-        "--instances",
-        "24",
-        "--duration",
-        "1h",
-        "--seed",
-        "21",
-        "--failure-fraction",
-        "0.5",
-        "--start",
-        &(start + 3 * HOUR).to_string(),
-        "--speed",
-        "max",
-        "--partitions",
-        "3",
-    ]));
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8(more.stdout).unwrap().lines().last().unwrap()).unwrap();
+        &[
+            "--instances",
+            "24",
+            "--duration",
+            "1h",
+            "--seed",
+            "21",
+            "--failure-fraction",
+            "0.5",
+            "--start",
+            &later,
+            "--partitions",
+            "3",
+        ],
+    );
     let total = first + summary["records"].as_u64().unwrap();
     wait_committed(bootstrap, &group, &telemetry, total as i64, Duration::from_secs(600), &mut d);
     d.terminate();
