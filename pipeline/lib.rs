@@ -7,6 +7,7 @@
 //! telemetry and alerts into a time-series database, and [`observe`] serves a
 //! long-running command's own metrics and health.
 
+pub mod actuate;
 pub mod agent;
 pub mod codec;
 pub mod demo;
@@ -15,6 +16,7 @@ pub mod evaluate;
 pub mod export;
 pub mod kafka;
 pub mod observe;
+pub mod policy;
 pub mod shutdown;
 pub mod signatures;
 pub mod simulate;
