@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -33,10 +33,8 @@ use crate::detect::dtw::Dtw;
 use crate::detect::metrics::Metrics;
 use crate::detect::partition::{Counters, Input, Judge, Output, PartitionState, Shared};
 use crate::kafka::reader::{self, Start};
+use crate::kafka::txn::{self, TxnError, CALL_TIMEOUT};
 use crate::observe::Readiness;
-
-/// How long a Kafka call of the loop may block before it counts as failed.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -444,27 +442,6 @@ fn process_parallel(shared: &Shared, judge: &Judge, dtws: &mut [Dtw], work: &mut
     });
 }
 
-enum TxnError {
-    /// Abort the transaction and read the batch again.
-    Abort(KafkaError),
-    Fatal(KafkaError),
-    Encode(crate::codec::CodecError),
-}
-
-/// Classifies a transactional call's error the way librdkafka documents: retriable
-/// calls are retried by the caller, abortable ones abort, the rest are fatal.
-fn classify(e: KafkaError) -> TxnError {
-    match &e {
-        KafkaError::Transaction(t) if t.is_fatal() => TxnError::Fatal(e),
-        // Abortable, or not a transactional error at all: abort and read the batch again.
-        _ => TxnError::Abort(e),
-    }
-}
-
-fn retriable(e: &KafkaError) -> bool {
-    matches!(e, KafkaError::Transaction(t) if t.is_retriable())
-}
-
 fn transact(
     config: &EngineConfig,
     producer: &BaseProducer,
@@ -474,7 +451,7 @@ fn transact(
     alert_codec: &Codec<Alert>,
     dead_codec: &Codec<DeadLetter>,
 ) -> Result<(), TxnError> {
-    producer.begin_transaction().map_err(classify)?;
+    producer.begin_transaction().map_err(txn::classify)?;
     let mut buf = Vec::with_capacity(512);
     for (_, _, outputs) in work {
         for output in outputs {
@@ -485,7 +462,7 @@ fn transact(
                         .key(a.instance_id.as_bytes())
                         .payload(&buf)
                         .timestamp(a.window_end_ms);
-                    send(producer, record)?;
+                    txn::send(producer, record)?;
                 }
                 Output::Dead(d) => {
                     dead_codec.encode_into(d, &mut buf).map_err(TxnError::Encode)?;
@@ -494,46 +471,12 @@ fn transact(
                     if let Some(key) = &d.key {
                         record = record.key(key.as_slice());
                     }
-                    send(producer, record)?;
+                    txn::send(producer, record)?;
                 }
             }
         }
     }
-    // No group metadata means the consumer is not (or no longer) a member: abort.
-    let metadata = consumer
-        .group_metadata()
-        .ok_or(TxnError::Abort(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId)))?;
-    loop {
-        match producer.send_offsets_to_transaction(offsets, &metadata, CALL_TIMEOUT) {
-            Ok(()) => break,
-            Err(e) if retriable(&e) => continue,
-            Err(e) => return Err(classify(e)),
-        }
-    }
-    loop {
-        match producer.commit_transaction(CALL_TIMEOUT) {
-            Ok(()) => return Ok(()),
-            Err(e) if retriable(&e) => continue,
-            Err(e) => return Err(classify(e)),
-        }
-    }
-}
-
-fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
-    producer: &BaseProducer,
-    mut record: BaseRecord<'_, K, P>,
-) -> Result<(), TxnError> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                // Backpressure: let librdkafka deliver, then try again.
-                producer.poll(Duration::from_millis(50));
-                record = r;
-            }
-            Err((e, _)) => return Err(classify(e)),
-        }
-    }
+    txn::commit(producer, consumer.group_metadata(), offsets)
 }
 
 /// After an abort: every owned partition is rebuilt from its committed offset and the

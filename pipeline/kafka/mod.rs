@@ -9,6 +9,7 @@
 mod publisher;
 pub mod reader;
 pub mod table;
+pub mod txn;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
