@@ -34,6 +34,8 @@ enum Command {
     Agent(Box<augur::agent::Args>),
     /// Match telemetry windows against failure signatures and publish alerts, exactly once.
     Detect(augur::detect::Args),
+    /// Apply adjustments through a backend (kubernetes, webhook, sim, log), exactly once, audited.
+    Actuate(Box<augur::actuate::Args>),
     /// Simulate a fleet of instances with injected failures and publish its telemetry.
     Simulate(augur::simulate::Args),
     /// Write telemetry (and alerts) to a time-series database by Prometheus remote write.
@@ -102,6 +104,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Detect(args) => {
                 augur::detect::run(args, shutdown).await?;
+            }
+            Command::Actuate(args) => {
+                augur::actuate::run(*args, shutdown).await?;
             }
             Command::Export(args) => {
                 augur::export::run(args, shutdown).await?;

@@ -133,15 +133,22 @@ pub enum ActuationResult {
     Duplicate,
     Refused,
     Failed,
+    DryRun,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Actuation {
     pub adjustment_id: String,
     pub instance_id: String,
+    pub app_type: String,
+    pub function: String,
+    pub action: String,
     pub backend: String,
     pub result: ActuationResult,
     pub detail: String,
+    pub cpu_millis: Option<i64>,
+    pub memory_bytes: Option<i64>,
+    pub replicas: Option<i32>,
     pub attempts: i32,
     pub event_time_ms: i64,
     pub applied_at_ms: i64,

@@ -28,7 +28,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Alert, Codec, DeadLetter};
+use crate::codec::{Adjustment, Alert, Codec, DeadLetter};
 use crate::detect::dtw::Dtw;
 use crate::detect::metrics::Metrics;
 use crate::detect::partition::{Counters, Input, Judge, Output, PartitionState, Shared};
@@ -60,6 +60,7 @@ pub struct EngineConfig {
     pub replay: ClientConfig,
     pub telemetry_topic: String,
     pub alerts_topic: String,
+    pub adjustments_topic: String,
     pub dlq_topic: String,
     pub replica_id: String,
     pub threads: usize,
@@ -256,8 +257,7 @@ pub fn run(
     let mut dtws: Vec<Dtw> = (0..config.threads.max(1)).map(|_| Dtw::new(config.dtw_radius)).collect();
     let mut totals = Totals::default();
     let mut last_report = Instant::now();
-    let alert_codec = Codec::<Alert>::new();
-    let dead_codec = Codec::<DeadLetter>::new();
+    let codecs = Codecs { alert: Codec::new(), adjustment: Codec::new(), dead: Codec::new() };
 
     while !shutdown.is_cancelled() {
         // Between batches, so that no batch is judged by two versions.
@@ -332,7 +332,7 @@ pub fn run(
                 )?;
             }
         }
-        let outcome = transact(&config, &producer, &consumer, &offsets, &work, &alert_codec, &dead_codec);
+        let outcome = transact(&config, &producer, &consumer, &offsets, &work, &codecs);
         match outcome {
             Ok(()) => {
                 totals.transactions += 1;
@@ -399,6 +399,7 @@ fn add(total: &mut Counters, c: &Counters) {
     total.late += c.late;
     total.windows += c.windows;
     total.alerts += c.alerts;
+    total.adjustments += c.adjustments;
     total.dtw_computed += c.dtw_computed;
     total.dtw_pruned += c.dtw_pruned;
     total.scored += c.scored;
@@ -442,14 +443,20 @@ fn process_parallel(shared: &Shared, judge: &Judge, dtws: &mut [Dtw], work: &mut
     });
 }
 
+/// One encoder per kind of output record.
+struct Codecs {
+    alert: Codec<Alert>,
+    adjustment: Codec<Adjustment>,
+    dead: Codec<DeadLetter>,
+}
+
 fn transact(
     config: &EngineConfig,
     producer: &BaseProducer,
     consumer: &BaseConsumer<Ctx>,
     offsets: &TopicPartitionList,
     work: &[Work<'_, '_>],
-    alert_codec: &Codec<Alert>,
-    dead_codec: &Codec<DeadLetter>,
+    codecs: &Codecs,
 ) -> Result<(), TxnError> {
     producer.begin_transaction().map_err(txn::classify)?;
     let mut buf = Vec::with_capacity(512);
@@ -457,15 +464,23 @@ fn transact(
         for output in outputs {
             match output {
                 Output::Alert(a) => {
-                    alert_codec.encode_into(a, &mut buf).map_err(TxnError::Encode)?;
+                    codecs.alert.encode_into(a, &mut buf).map_err(TxnError::Encode)?;
                     let record = BaseRecord::to(&config.alerts_topic)
                         .key(a.instance_id.as_bytes())
                         .payload(&buf)
                         .timestamp(a.window_end_ms);
                     txn::send(producer, record)?;
                 }
+                Output::Adjustment(a) => {
+                    codecs.adjustment.encode_into(a, &mut buf).map_err(TxnError::Encode)?;
+                    let record = BaseRecord::to(&config.adjustments_topic)
+                        .key(a.instance_id.as_bytes())
+                        .payload(&buf)
+                        .timestamp(a.event_time_ms);
+                    txn::send(producer, record)?;
+                }
                 Output::Dead(d) => {
-                    dead_codec.encode_into(d, &mut buf).map_err(TxnError::Encode)?;
+                    codecs.dead.encode_into(d, &mut buf).map_err(TxnError::Encode)?;
                     let headers = crate::kafka::dead_letter_headers(d);
                     let mut record = BaseRecord::to(&config.dlq_topic).payload(&buf).headers(headers);
                     if let Some(key) = &d.key {

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub windows: Counter,
     pub windows_scored: Counter,
     pub alerts: Counter,
+    pub adjustments: Counter,
     pub dtw_computed: Counter,
     pub dtw_pruned: Counter,
     pub transactions: Counter,
@@ -54,6 +55,7 @@ impl Default for Metrics {
             windows: Counter::default(),
             windows_scored: Counter::default(),
             alerts: Counter::default(),
+            adjustments: Counter::default(),
             dtw_computed: Counter::default(),
             dtw_pruned: Counter::default(),
             transactions: Counter::default(),
@@ -81,6 +83,7 @@ impl Metrics {
         r.register("augur_detect_windows", "Windows judged", self.windows.clone());
         r.register("augur_detect_windows_scored", "Windows the anomaly model scored", self.windows_scored.clone());
         r.register("augur_detect_alerts", "Alerts written (all kinds)", self.alerts.clone());
+        r.register("augur_detect_adjustments", "Adjustments the policy decided", self.adjustments.clone());
         r.register(
             "augur_detect_dtw_computed",
             "DTW comparisons run (to the end or abandoned)",
@@ -108,6 +111,7 @@ impl Metrics {
         self.windows.inc_by(c.windows);
         self.windows_scored.inc_by(c.scored);
         self.alerts.inc_by(c.alerts);
+        self.adjustments.inc_by(c.adjustments);
         self.dtw_computed.inc_by(c.dtw_computed);
         self.dtw_pruned.inc_by(c.dtw_pruned);
     }

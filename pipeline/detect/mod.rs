@@ -33,9 +33,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Alert, Codec, DeadLetter, FailureSignature, ModelAnnouncement, TelemetrySample};
-use crate::kafka::{Cluster, ConnectError, KafkaArgs, Retention, TopicSpec};
+use crate::codec::{Adjustment, Alert, Codec, DeadLetter, FailureSignature, ModelAnnouncement, TelemetrySample};
+use crate::kafka::{set_default, Cluster, ConnectError, KafkaArgs, Retention, TopicSpec};
 use crate::observe::Readiness;
+use crate::policy::Policies;
 use crate::signatures::SignatureTable;
 use crate::window::liveness::LivenessConfig;
 use crate::window::{WindowConfig, WindowError, Windows};
@@ -99,12 +100,18 @@ pub struct Args {
     /// [default: the models shipped in the repository's models/]
     #[arg(long, env = "AUGUR_MODELS", value_name = "DIR")]
     pub models: Option<PathBuf>,
+    /// Policy files or folders of them, one file per application type: which adjustments
+    /// alerts and anomaly scores lead to. [default: the policies shipped in policies/]
+    #[arg(long, env = "AUGUR_POLICY", value_name = "FILE")]
+    pub policy: Vec<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
+    #[error("policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error(transparent)]
@@ -159,6 +166,7 @@ pub async fn run_on(
     committed: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) -> Result<Totals, DetectError> {
+    let policies = if args.policy.is_empty() { Policies::shipped()? } else { Policies::load(&args.policy)? };
     let metrics = metrics::Metrics::default();
     let readiness = Readiness::default();
     if let Some(addr) = args.metrics_addr {
@@ -175,6 +183,7 @@ pub async fn run_on(
         .ensure_topics(&[
             TopicSpec { name: telemetry.clone(), partitions: args.partitions, retention: Retention::Log },
             TopicSpec { name: cluster.topic::<Alert>(), partitions: args.partitions, retention: Retention::Log },
+            TopicSpec { name: cluster.topic::<Adjustment>(), partitions: args.partitions, retention: Retention::Log },
             TopicSpec { name: cluster.topic::<DeadLetter>(), partitions: 1, retention: Retention::Log },
             TopicSpec { name: cluster.topic::<FailureSignature>(), partitions: 1, retention: Retention::Compacted },
             TopicSpec { name: cluster.topic::<ModelAnnouncement>(), partitions: 1, retention: Retention::Compacted },
@@ -200,6 +209,7 @@ pub async fn run_on(
         idle_expiry_ms: window.idle_expiry_ms,
         max_future_ms: args.max_future.as_millis() as i64,
         liveness,
+        policies,
     });
     let judges = Arc::new(Tables { signatures: table, models, window: window.clone(), cache: Mutex::new(None) });
     let j = judges.judge();
@@ -227,6 +237,7 @@ pub async fn run_on(
         replay: cluster.client_config(),
         telemetry_topic: telemetry,
         alerts_topic: cluster.topic::<Alert>(),
+        adjustments_topic: cluster.topic::<Adjustment>(),
         dlq_topic: cluster.topic::<DeadLetter>(),
         replica_id,
         threads: args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from),
@@ -248,12 +259,6 @@ pub async fn run_on(
         "detector stopped"
     );
     Ok(totals)
-}
-
-fn set_default(config: &mut rdkafka::config::ClientConfig, key: &str, value: &str) {
-    if config.get(key).is_none() {
-        config.set(key, value);
-    }
 }
 
 /// The signature and model tables as the engine sees them: a matcher rebuilt when the

@@ -23,14 +23,23 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::codec::{Alert, AlertKind, Codec, DeadLetter, TelemetrySample};
+use crate::codec::{Adjustment, Alert, AlertKind, Codec, DeadLetter, TelemetrySample};
 use crate::detect::dtw::Dtw;
 use crate::detect::lstm::WindowScore;
 use crate::detect::matcher::Matcher;
 use crate::detect::models::ModelSet;
 use crate::detect::validate;
+use crate::policy::Policies;
 use crate::window::liveness::{Liveness, LivenessConfig, LivenessEvent, LivenessKind};
 use crate::window::{ClosedWindow, Windows};
+
+/// The policy's adjustments for an alert, in the same transaction as the alert.
+fn decide(counters: &mut Counters, shared: &Shared, alert: &Alert, out: &mut Vec<Output>) {
+    for a in shared.policies.decide(alert) {
+        counters.adjustments += 1;
+        out.push(Output::Adjustment(a));
+    }
+}
 
 /// What every partition's processing shares, read-only during a batch.
 pub struct Shared {
@@ -42,6 +51,8 @@ pub struct Shared {
     pub idle_expiry_ms: i64,
     pub max_future_ms: i64,
     pub liveness: LivenessConfig,
+    /// Turns alerts into adjustments.
+    pub policies: Policies,
 }
 
 /// What windows are judged by: the signature matcher and the anomaly models, swapped
@@ -79,6 +90,9 @@ pub struct Input<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Alert(Alert),
+    /// A resource change the policy decided from an alert (or from a score in the
+    /// 31–70 tier, which changes resources without alerting).
+    Adjustment(Adjustment),
     Dead(DeadLetter),
 }
 
@@ -90,6 +104,7 @@ pub struct Counters {
     pub late: u64,
     pub windows: u64,
     pub alerts: u64,
+    pub adjustments: u64,
     pub dtw_computed: u64,
     pub dtw_pruned: u64,
     /// Windows the anomaly model scored.
@@ -263,11 +278,12 @@ impl PartitionState {
         let tier_now = score.as_ref().map_or(0, |(s, _)| tier(s.score));
         let previous = self.active.get(&w.instance_id).filter(|a| a.end_ms == w.end_ms - shared.hop_ms);
         let continuing = matches!(previous, Some(Active { signature: Some(sig), .. }) if matched.as_ref() == Some(sig));
-        let escalated = tier_now >= ALERT_TIER && previous.is_none_or(|a| a.tier < tier_now);
+        let escalated = tier_now > 0 && previous.is_none_or(|a| a.tier < tier_now);
         if let Some(e) = &evaluation {
             self.counters.dtw_computed += e.computed as u64;
             self.counters.dtw_pruned += e.pruned as u64;
         }
+        let partition = self.partition;
         let base = |kind: AlertKind, id: String| Alert {
             id,
             instance_id: w.instance_id.clone(),
@@ -283,25 +299,26 @@ impl PartitionState {
             explanation: Vec::new(),
             anomaly_score: score.as_ref().map(|(s, _)| f64::from(s.score)),
             model_version: score.as_ref().map(|(_, v)| v.to_string()),
-            source_partition: self.partition,
+            source_partition: partition,
             source_offset: offset,
         };
         if let (Some(e), false) = (&evaluation, continuing) {
             if e.alerts() {
                 self.counters.alerts += 1;
                 let key = &e.best.signature.key;
-                out.push(Output::Alert(Alert {
+                let alert = Alert {
                     signature: Some(key.to_string()),
                     confidence: e.best.confidence,
                     runner_up: e.runner_up.as_ref().map(|r| r.signature.key.to_string()),
                     runner_up_confidence: e.runner_up.as_ref().map_or(0.0, |r| r.confidence),
                     explanation: e.explanation.clone(),
                     ..base(AlertKind::Signature, alert_id(&w.instance_id, AlertKind::Signature, Some(key), w.end_ms))
-                }));
+                };
+                decide(&mut self.counters, shared, &alert, out);
+                out.push(Output::Alert(alert));
             }
         }
         if escalated {
-            self.counters.alerts += 1;
             let tier_name = format!("tier-{tier_now}");
             let mut alert =
                 base(AlertKind::Anomaly, alert_id(&w.instance_id, AlertKind::Anomaly, Some(&tier_name), w.end_ms));
@@ -311,7 +328,12 @@ impl PartitionState {
                 alert.runner_up = Some(e.best.signature.key.to_string());
                 alert.runner_up_confidence = e.best.confidence;
             }
-            out.push(Output::Alert(alert));
+            decide(&mut self.counters, shared, &alert, out);
+            // 31–70 changes resources quietly; from 71 on the seed logs the event.
+            if tier_now >= ALERT_TIER {
+                self.counters.alerts += 1;
+                out.push(Output::Alert(alert));
+            }
         }
         self.active.insert(w.instance_id.clone(), Active { end_ms: w.end_ms, signature: matched, tier: tier_now });
     }

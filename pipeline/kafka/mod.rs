@@ -259,6 +259,13 @@ pub fn dead_letter_headers(d: &crate::codec::DeadLetter) -> rdkafka::message::Ow
         .insert(Header { key: "augur.source.offset", value: Some(offset.as_str()) })
 }
 
+/// Sets a client property unless the user's pass-through properties already did.
+pub fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
+    if config.get(key).is_none() {
+        config.set(key, value);
+    }
+}
+
 /// Parses a topic's partition count for the commands that create topics.
 pub fn parse_partitions(s: &str) -> Result<i32, String> {
     match s.parse::<i32>() {

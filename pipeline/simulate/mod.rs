@@ -32,6 +32,7 @@ pub use fleet::{
     ApplyError, Change, ConfigError, Fleet, FleetConfig, GroundTruth, Instance, Resources, MAX_INSTANCES,
     MIN_STEPS_WITH_FAILURES,
 };
+pub use profile::nominal_limits;
 pub use scenario::FailureKind;
 
 /// Flags of `augur simulate`.

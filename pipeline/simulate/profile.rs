@@ -307,3 +307,14 @@ pub(crate) fn assign(index: usize) -> (&'static Profile, String) {
     let ordinal = index / MIX.len() * per_round + in_round;
     (profile, format!("{}-{}-{ordinal:04}", profile.app_type, profile.function))
 }
+
+/// CPU (millicores) and memory (bytes) limits a simulated instance starts with, from its
+/// id `<app>-<function>-<ordinal>`; `None` for an id the simulator would not make.
+pub fn nominal_limits(instance_id: &str) -> Option<(u64, u64)> {
+    let (prefix, ordinal) = instance_id.rsplit_once('-')?;
+    if ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let profile = MIX.iter().find(|p| prefix == format!("{}-{}", p.app_type, p.function))?;
+    Some(((profile.cpu_limit_cores * 1000.0).round() as u64, profile.memory_limit_bytes.round() as u64))
+}

@@ -24,31 +24,31 @@ pub(crate) fn start_ms() -> i64 {
     now - now % DAY - DAY
 }
 
-/// A running `augur detect`, killed if the test ends (or panics) before stopping it.
-pub(crate) struct Detector(Option<Child>);
+/// A running `augur` command (detect, actuate), killed if the test ends (or panics) before stopping it.
+pub(crate) struct Running(pub(crate) Option<Child>);
 
-impl Detector {
+impl Running {
     pub(crate) fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("detector running")
+        self.0.as_mut().expect("command running")
     }
 
     /// SIGKILL: no chance to finish anything.
-    fn kill(mut self) {
-        let mut c = self.0.take().expect("detector running");
+    pub(crate) fn kill(mut self) {
+        let mut c = self.0.take().expect("command running");
         c.kill().unwrap();
         c.wait().unwrap();
     }
 
     /// SIGTERM, and a clean exit.
     pub(crate) fn terminate(mut self) {
-        let mut c = self.0.take().expect("detector running");
+        let mut c = self.0.take().expect("command running");
         Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
         let status = c.wait().unwrap();
-        assert!(status.success(), "detector exited with {status} after SIGTERM");
+        assert!(status.success(), "the command exited with {status} after SIGTERM");
     }
 }
 
-impl Drop for Detector {
+impl Drop for Running {
     fn drop(&mut self) {
         if let Some(c) = self.0.as_mut() {
             let _ = c.kill();
@@ -92,7 +92,7 @@ pub(crate) fn prepare(
     (truth.lines().map(|l| serde_json::from_str(l).unwrap()).collect(), summary["records"].as_u64().unwrap())
 }
 
-pub(crate) fn detector(bootstrap: &str, prefix: &str, group: &str, replica: &str, extra: &[&str]) -> Detector {
+pub(crate) fn detector(bootstrap: &str, prefix: &str, group: &str, replica: &str, extra: &[&str]) -> Running {
     let child = common::augur()
         .args(["detect", "--brokers", bootstrap, "--topic-prefix", prefix, "--group", group, "--replica-id", replica])
         .args(["--partitions", "3", "--threads", "2"])
@@ -101,7 +101,7 @@ pub(crate) fn detector(bootstrap: &str, prefix: &str, group: &str, replica: &str
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start augur detect");
-    Detector(Some(child))
+    Running(Some(child))
 }
 
 /// Offsets committed by `group` on `topic`, summed over partitions (0 for none).
@@ -132,7 +132,7 @@ pub(crate) fn wait_committed(
     topic: &str,
     target: i64,
     limit: Duration,
-    d: &mut Detector,
+    d: &mut Running,
 ) {
     let began = Instant::now();
     loop {
@@ -143,9 +143,9 @@ pub(crate) fn wait_committed(
             return;
         }
         if let Some(status) = d.child().try_wait().unwrap() {
-            panic!("the detector exited with {status} at {now} of {target} committed offsets");
+            panic!("the command exited with {status} at {now} of {target} committed offsets");
         }
-        assert!(began.elapsed() < limit, "the detector committed {now} of {target} offsets within {limit:?}");
+        assert!(began.elapsed() < limit, "the group committed {now} of {target} offsets within {limit:?}");
         std::thread::sleep(Duration::from_millis(200)); // polling a condition, with a deadline
     }
 }

@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod actuate;
 mod agent;
 mod detect;
 mod export;

@@ -1,0 +1,187 @@
+//! The `sim` backend: adjustments applied to simulated instances, held in memory.
+//!
+//! In: adjustments for instances the simulator names (`web-checkout-0001`). Out: each
+//! instance's current allocation (starting from its profile's nominal limits), its
+//! shed fraction and whether its non-critical work was moved away, readable through
+//! [`SimFleet`] by a simulator in the same process (the demo), with the fence kept in
+//! the same map entry as the change, so both are made in one step.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::actuate::backend::{Backend, BackendError, Fence, Observed};
+use crate::codec::{Action, Adjustment};
+use crate::policy::plan::{Plan, Resources};
+
+/// Adjustment ids remembered per instance; far more than an actuator has in flight.
+const FENCE_HISTORY: usize = 64;
+
+/// What the actuator has done to one simulated instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimInstance {
+    pub resources: Resources,
+    pub shed_fraction: f64,
+    pub migrated: bool,
+    /// Adjustment ids applied here, newest last.
+    pub fence: VecDeque<String>,
+    /// Changes made (one per adjustment applied), for tests and the demo's report.
+    pub changes: u64,
+}
+
+/// The simulated fleet's allocations, shared between the backend and a simulator.
+#[derive(Debug, Clone, Default)]
+pub struct SimFleet {
+    instances: Arc<DashMap<String, SimInstance>>,
+}
+
+impl SimFleet {
+    pub fn get(&self, instance_id: &str) -> Option<SimInstance> {
+        self.instances.get(instance_id).map(|e| e.value().clone())
+    }
+
+    /// Total changes made across the fleet.
+    pub fn changes(&self) -> u64 {
+        self.instances.iter().map(|e| e.changes).sum()
+    }
+
+    fn fresh(instance_id: &str) -> Option<SimInstance> {
+        let (cpu, memory) = crate::simulate::nominal_limits(instance_id)?;
+        Some(SimInstance {
+            resources: Resources { cpu_millis: Some(cpu), memory_bytes: Some(memory), replicas: None },
+            shed_fraction: 0.0,
+            migrated: false,
+            fence: VecDeque::new(),
+            changes: 0,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SimBackend {
+    pub fleet: SimFleet,
+}
+
+impl Backend for SimBackend {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    async fn observe(&self, adjustment: &Adjustment) -> Result<Observed, BackendError> {
+        let instance = match self.fleet.get(&adjustment.instance_id) {
+            Some(i) => i,
+            None => SimFleet::fresh(&adjustment.instance_id).ok_or_else(|| unknown(adjustment))?,
+        };
+        let fence = if instance.fence.contains(&adjustment.id) { Fence::Done } else { Fence::Absent };
+        Ok(Observed { resources: instance.resources, fence })
+    }
+
+    async fn apply(&self, adjustment: &Adjustment, plan: &Plan) -> Result<String, BackendError> {
+        let fresh = SimFleet::fresh(&adjustment.instance_id).ok_or_else(|| unknown(adjustment))?;
+        let mut entry = self.fleet.instances.entry(adjustment.instance_id.clone()).or_insert(fresh);
+        let i = entry.value_mut();
+        if i.fence.contains(&adjustment.id) {
+            return Ok("already in place".to_owned());
+        }
+        let before = i.resources;
+        match plan.action {
+            Action::Resize | Action::ScaleOut => {
+                i.resources.cpu_millis = plan.cpu_millis.or(i.resources.cpu_millis);
+                i.resources.memory_bytes = plan.memory_bytes.or(i.resources.memory_bytes);
+                i.resources.replicas = plan.replicas.or(i.resources.replicas);
+            }
+            Action::Shed => i.shed_fraction = plan.shed_fraction,
+            Action::Migrate => i.migrated = true,
+            Action::Notify | Action::None => {
+                return Err(BackendError::Refused(format!("{:?} is not a change the simulator makes", plan.action)))
+            }
+        }
+        i.fence.push_back(adjustment.id.clone());
+        if i.fence.len() > FENCE_HISTORY {
+            i.fence.pop_front();
+        }
+        i.changes += 1;
+        Ok(format!("{} on {}", crate::actuate::apply::describe(plan, &before), adjustment.instance_id))
+    }
+}
+
+fn unknown(adjustment: &Adjustment) -> BackendError {
+    BackendError::Refused(format!("{} is not an instance of the simulated fleet", adjustment.instance_id))
+}
+
+/// The `log` backend: a dry run's target. It knows no resources and changes nothing;
+/// the actuator runs it with dry run on, so its `apply` only writes the log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogBackend;
+
+impl Backend for LogBackend {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    async fn observe(&self, _: &Adjustment) -> Result<Observed, BackendError> {
+        Ok(Observed { resources: Resources::default(), fence: Fence::Absent })
+    }
+
+    async fn apply(&self, adjustment: &Adjustment, plan: &Plan) -> Result<String, BackendError> {
+        let what = crate::actuate::apply::describe(plan, &Resources::default());
+        tracing::info!(adjustment = %adjustment.id, instance = %adjustment.instance_id, %what, "adjustment");
+        Ok(format!("logged: {what}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adjustment(id: &str, instance: &str) -> Adjustment {
+        Adjustment {
+            id: id.into(),
+            alert_id: "a".into(),
+            instance_id: instance.into(),
+            app_type: "web".into(),
+            function: "checkout".into(),
+            action: Action::Resize,
+            cpu_factor: 1.5,
+            memory_factor: 1.3,
+            replicas_delta: 0,
+            shed_fraction: 0.0,
+            tier: 3,
+            reason: String::new(),
+            dry_run: false,
+            event_time_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn starts_from_nominal_limits_and_fences_each_change() {
+        let b = SimBackend::default();
+        let a = adjustment("x", "web-checkout-0003");
+        let o = b.observe(&a).await.unwrap();
+        let (cpu, memory) = crate::simulate::nominal_limits("web-checkout-0003").unwrap();
+        assert_eq!(o.resources.cpu_millis, Some(cpu));
+        assert_eq!(o.fence, Fence::Absent);
+        let plan = Plan {
+            action: Action::Resize,
+            cpu_millis: Some(cpu * 3 / 2),
+            memory_bytes: Some(memory),
+            replicas: None,
+            shed_fraction: 0.0,
+            note: String::new(),
+        };
+        b.apply(&a, &plan).await.unwrap();
+        b.apply(&a, &plan).await.unwrap();
+        assert_eq!(b.observe(&a).await.unwrap().fence, Fence::Done);
+        let i = b.fleet.get("web-checkout-0003").unwrap();
+        assert_eq!(i.resources.cpu_millis, Some(cpu * 3 / 2));
+        assert_eq!(i.changes, 1, "the second apply found its fence");
+    }
+
+    #[tokio::test]
+    async fn instances_the_simulator_would_not_make_are_refused() {
+        let b = SimBackend::default();
+        let e = b.observe(&adjustment("x", "nginx-7f9c")).await.unwrap_err();
+        assert!(matches!(e, BackendError::Refused(m) if m.contains("nginx-7f9c")));
+    }
+}
