@@ -3,10 +3,13 @@
 //!
 //! In: the size and seed of a simulated fleet. Out: the fleet's telemetry on
 //! `<prefix>.telemetry`, the starter failure signatures on `<prefix>.signatures`, a
-//! detector's alerts on `<prefix>.alerts`, and a report on stdout (JSON as well with
-//! `--report`): how many injected failures were predicted, how long before they
-//! happened, how many alerts hit healthy instances. The later stages of the loop
-//! (anomaly model, policy, actuator, feedback) join this command as they land.
+//! detector's alerts (DTW signatures and the LSTM anomaly score) on `<prefix>.alerts`
+//! and the policy's adjustments on `<prefix>.adjustments`, applied by an actuator with
+//! the `sim` backend and audited on `<prefix>.actuations`; and a report on stdout (JSON
+//! as well with `--report`): how many injected failures were predicted, how long before
+//! they happened, how many alerts hit healthy instances, what was adjusted and refused.
+//! The simulated fleet does not yet respond to the adjustments, and the feedback loop
+//! is still to join.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,7 +22,8 @@ use rdkafka::message::Message;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Alert, Codec};
+use crate::actuate::{self, sim::SimBackend, ActuateError};
+use crate::codec::{Adjustment, Alert, Codec};
 use crate::detect::{self, DetectError};
 use crate::kafka::reader::{self, ReadError, Start};
 use crate::kafka::{Cluster, ConnectError, KafkaArgs};
@@ -55,12 +59,14 @@ pub enum DemoError {
     Detect(#[from] DetectError),
     #[error(transparent)]
     Read(#[from] ReadError),
+    #[error(transparent)]
+    Actuate(#[from] ActuateError),
     #[error("starter signatures: {0}")]
     Signatures(String),
     #[error("a demo stage failed: {0}")]
     Join(#[from] tokio::task::JoinError),
-    #[error("the detector processed {done} of {total} records and then made no progress for {idle:?}")]
-    Stalled { done: i64, total: u64, idle: Duration },
+    #[error("the {stage} processed {done} of {total} records and then made no progress for {idle:?}")]
+    Stalled { stage: &'static str, done: i64, total: u64, idle: Duration },
     #[error("report {path}: {source}")]
     Report {
         path: PathBuf,
@@ -83,7 +89,23 @@ pub struct Report {
     /// Alerts by kind (SIGNATURE, OFFLINE, RECOVERED, ...).
     pub alerts: BTreeMap<String, usize>,
     pub score: Score,
+    pub actuation: Actuations,
     pub wall_seconds: f64,
+}
+
+/// What the policy decided and the actuator did with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Actuations {
+    /// Adjustments the detector's policy decided.
+    pub decided: u64,
+    pub applied: u64,
+    /// Found already in place by their fence (after a crash), not made again.
+    pub duplicate: u64,
+    /// Stopped by the guardrails (or the target), with the reason in the audit.
+    pub refused: u64,
+    pub failed: u64,
+    /// Changes made more than once for one adjustment: must be 0.
+    pub duplicate_effects: u64,
 }
 
 impl std::fmt::Display for Report {
@@ -128,7 +150,14 @@ impl std::fmt::Display for Report {
             s.offline_delay_median_s.map_or("-".to_owned(), |x| format!("{x:.0} s"))
         )?;
         let alerts: Vec<String> = self.alerts.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        writeln!(f, "  alerts                     {}", alerts.join(", "))
+        writeln!(f, "  alerts                     {}", alerts.join(", "))?;
+        let a = &self.actuation;
+        writeln!(
+            f,
+            "  adjustments                {} decided, {} applied, {} refused by guardrails, {} failed",
+            a.decided, a.applied, a.refused, a.failed
+        )?;
+        writeln!(f, "  duplicate effects          {}", a.duplicate_effects)
     }
 }
 
@@ -182,7 +211,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
     let stop = shutdown.child_token();
     let committed = Arc::new(AtomicU64::new(0));
     let detector = detect::run_on(&cluster, detect_args, "demo".to_owned(), window, committed.clone(), stop.clone());
-    let watcher = wait_for(&committed, summary.records, stop.clone());
+    let watcher = wait_for("detector", &committed, summary.records, stop.clone());
     // Whichever ends first ends the other: the watcher when every record is processed,
     // the detector when it fails.
     let (detected, watched) = tokio::join!(
@@ -200,7 +229,50 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
     detected?;
     let records_detected = watched?;
 
-    // 4. The alerts, scored against the ground truth.
+    // 4. An actuator with the `sim` backend, until every adjustment is audited.
+    let config = cluster.client_config();
+    let adjustments_topic = cluster.topic::<Adjustment>();
+    let decided = tokio::task::spawn_blocking(move || reader::read_to_end(&config, &adjustments_topic, Start::Beginning, |_| {}))
+        .await??;
+    let sim = SimBackend::default();
+    let actuated = Arc::new(AtomicU64::new(0));
+    let stop = shutdown.child_token();
+    #[derive(Parser)]
+    struct ActuateDefaults {
+        #[command(flatten)]
+        args: actuate::Args,
+    }
+    let mut actuate_args =
+        ActuateDefaults::parse_from(["actuate", "--backend", "sim", "--group", &format!("{group}-actuate"), "--replica-id", "demo"])
+            .args;
+    actuate_args.kafka = args.kafka.clone();
+    let actuator = actuate::run_on(&cluster, actuate_args, sim.clone(), actuated.clone(), stop.clone());
+    let watcher = wait_for("actuator", &actuated, decided, stop.clone());
+    let (totals, _) = tokio::join!(
+        async {
+            let r = actuator.await;
+            stop.cancel();
+            r
+        },
+        async {
+            let r = watcher.await;
+            stop.cancel();
+            r
+        }
+    );
+    let totals = totals?;
+    let count = |r: &str| totals.by_result.get(r).copied().unwrap_or(0);
+    let actuation = Actuations {
+        decided,
+        applied: count("applied"),
+        duplicate: count("duplicate"),
+        refused: count("refused"),
+        failed: count("failed"),
+        // A change the simulated fleet made beyond one per applied adjustment.
+        duplicate_effects: sim.fleet.changes().saturating_sub(count("applied")),
+    };
+
+    // 5. The alerts, scored against the ground truth.
     let config = cluster.client_config();
     let topic = cluster.topic::<Alert>();
     let alerts = tokio::task::spawn_blocking(move || {
@@ -229,6 +301,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
         failures_injected: summary.failures_injected,
         alerts: by_kind,
         score: score(&summary.ground_truth, &alerts, summary.instances, hours),
+        actuation,
         wall_seconds: began.elapsed().as_secs_f64(),
     };
     if let (Some(path), Some(file)) = (&args.report, report_file) {
@@ -240,7 +313,15 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
 
 /// Waits until the detector has committed `total` records; returns how many it did.
 /// Logs progress; fails if the detector stops making progress.
-async fn wait_for(committed: &AtomicU64, total: u64, stop: CancellationToken) -> Result<i64, DemoError> {
+async fn wait_for(
+    stage: &'static str,
+    committed: &AtomicU64,
+    total: u64,
+    stop: CancellationToken,
+) -> Result<i64, DemoError> {
+    if total == 0 {
+        return Ok(0);
+    }
     let (mut last, mut last_change) = (u64::MAX, Instant::now());
     let mut logged = Instant::now();
     loop {
@@ -251,11 +332,11 @@ async fn wait_for(committed: &AtomicU64, total: u64, stop: CancellationToken) ->
         if done != last {
             (last, last_change) = (done, Instant::now());
         } else if last_change.elapsed() > STALL_LIMIT {
-            return Err(DemoError::Stalled { done: done as i64, total, idle: STALL_LIMIT });
+            return Err(DemoError::Stalled { stage, done: done as i64, total, idle: STALL_LIMIT });
         }
         if logged.elapsed() >= Duration::from_secs(5) {
             logged = Instant::now();
-            tracing::info!(detected = done, of = total, "detecting");
+            tracing::info!(stage, done, of = total, "progress");
         }
         tokio::select! {
             _ = stop.cancelled() => {}
