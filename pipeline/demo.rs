@@ -232,8 +232,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
     // 4. An actuator with the `sim` backend, until every adjustment is audited.
     let config = cluster.client_config();
     let adjustments_topic = cluster.topic::<Adjustment>();
-    let decided = tokio::task::spawn_blocking(move || reader::read_to_end(&config, &adjustments_topic, Start::Beginning, |_| {}))
-        .await??;
+    let decided =
+        tokio::task::spawn_blocking(move || reader::read_to_end(&config, &adjustments_topic, Start::Beginning, |_| {}))
+            .await??;
     let sim = SimBackend::default();
     let actuated = Arc::new(AtomicU64::new(0));
     let stop = shutdown.child_token();
@@ -242,9 +243,16 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
         #[command(flatten)]
         args: actuate::Args,
     }
-    let mut actuate_args =
-        ActuateDefaults::parse_from(["actuate", "--backend", "sim", "--group", &format!("{group}-actuate"), "--replica-id", "demo"])
-            .args;
+    let mut actuate_args = ActuateDefaults::parse_from([
+        "actuate",
+        "--backend",
+        "sim",
+        "--group",
+        &format!("{group}-actuate"),
+        "--replica-id",
+        "demo",
+    ])
+    .args;
     actuate_args.kafka = args.kafka.clone();
     let actuator = actuate::run_on(&cluster, actuate_args, sim.clone(), actuated.clone(), stop.clone());
     let watcher = wait_for("actuator", &actuated, decided, stop.clone());

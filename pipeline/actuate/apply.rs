@@ -21,6 +21,15 @@ pub trait Gate: Send {
     fn remember(&mut self, adjustment: &Adjustment, plan: &Plan);
 }
 
+impl Gate for crate::policy::guardrails::Guardrails {
+    fn check(&self, adjustment: &Adjustment, current: &Resources) -> Verdict {
+        crate::policy::guardrails::Guardrails::check(self, adjustment, current)
+    }
+    fn remember(&mut self, adjustment: &Adjustment, plan: &Plan) {
+        crate::policy::guardrails::Guardrails::remember(self, adjustment, plan);
+    }
+}
+
 /// How often and how patiently a backend call is tried.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -115,7 +124,9 @@ pub async fn actuate<B: Backend, G: Gate + ?Sized>(
     let observed = match call(name, retry, &mut attempts, || backend.observe(adjustment)).await? {
         Called::Done(o) => o,
         Called::Refused(r) => return Ok(record(ActuationResult::Refused, r, None, attempts)),
-        Called::Failed(r) => return Ok(record(ActuationResult::Failed, format!("reading the target: {r}"), None, attempts)),
+        Called::Failed(r) => {
+            return Ok(record(ActuationResult::Failed, format!("reading the target: {r}"), None, attempts))
+        }
     };
     let (plan, completing) = match observed.fence {
         Fence::Done => {
@@ -256,7 +267,10 @@ mod tests {
             "scripted"
         }
         async fn observe(&self, _: &Adjustment) -> Result<Observed, BackendError> {
-            Ok(Observed { resources: Resources { cpu_millis: Some(1000), ..Resources::default() }, fence: self.fence.clone() })
+            Ok(Observed {
+                resources: Resources { cpu_millis: Some(1000), ..Resources::default() },
+                fence: self.fence.clone(),
+            })
         }
         async fn apply(&self, _: &Adjustment, plan: &Plan) -> Result<String, BackendError> {
             if self.fatal {
@@ -366,14 +380,5 @@ mod tests {
         let mut gate = Recorder::default();
         let e = actuate(&backend, &mut gate, &adjustment("x"), &fast(), false).await.unwrap_err();
         assert!(e.to_string().contains("403 forbidden"), "{e}");
-    }
-}
-
-impl Gate for crate::policy::guardrails::Guardrails {
-    fn check(&self, adjustment: &Adjustment, current: &Resources) -> Verdict {
-        crate::policy::guardrails::Guardrails::check(self, adjustment, current)
-    }
-    fn remember(&mut self, adjustment: &Adjustment, plan: &Plan) {
-        crate::policy::guardrails::Guardrails::remember(self, adjustment, plan);
     }
 }

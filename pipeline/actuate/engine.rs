@@ -165,7 +165,9 @@ pub fn run<B: Backend, N: Backend>(
                     let via_notifier = adjustment.action == Action::Notify;
                     let audit = runtime.block_on(async {
                         match (via_notifier, notifier) {
-                            (true, Some(n)) => apply::actuate(n, gate, &adjustment, &config.retry, config.dry_run).await,
+                            (true, Some(n)) => {
+                                apply::actuate(n, gate, &adjustment, &config.retry, config.dry_run).await
+                            }
                             (true, None) => Ok(no_notifier(&adjustment)),
                             _ => apply::actuate(backend, gate, &adjustment, &config.retry, config.dry_run).await,
                         }
@@ -359,7 +361,11 @@ fn restore(config: &EngineConfig, gate: &mut dyn Gate) -> Result<(), EngineError
         let (adjustment, plan) = from_audit(a);
         gate.remember(&adjustment, &plan);
     }
-    tracing::info!(actions = acted.len(), lookback_s = config.state_lookback.as_secs(), "guardrails rebuilt from the audit");
+    tracing::info!(
+        actions = acted.len(),
+        lookback_s = config.state_lookback.as_secs(),
+        "guardrails rebuilt from the audit"
+    );
     Ok(())
 }
 

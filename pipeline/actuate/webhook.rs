@@ -111,7 +111,10 @@ impl Backend for Webhook {
         }
         let body = response.text().await.unwrap_or_default();
         if status == StatusCode::CONFLICT {
-            return Err(BackendError::Transient(format!("POST {}: {status}: the key is still being handled", self.url)));
+            return Err(BackendError::Transient(format!(
+                "POST {}: {status}: the key is still being handled",
+                self.url
+            )));
         }
         Err(match classify(status, &body) {
             Outcome::Accepted => return Ok(format!("POST {}: {status}", self.url)),

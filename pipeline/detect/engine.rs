@@ -250,6 +250,7 @@ pub fn run(
     config.metrics.models(&judges.judge().models);
     let consumer: BaseConsumer<Ctx> = config.consumer.create_with_context(ctx)?;
     let producer: BaseProducer = config.producer.create()?;
+    let watermarks = reader::consumer(&config.replay)?;
     producer.init_transactions(CALL_TIMEOUT).map_err(|e| fatal(&config, e))?;
     consumer.subscribe(&[&config.telemetry_topic])?;
     tracing::info!(topic = %config.telemetry_topic, replica = %config.replica_id, threads = config.threads, "detecting");
@@ -260,6 +261,38 @@ pub fn run(
     let codecs = Codecs { alert: Codec::new(), adjustment: Codec::new(), dead: Codec::new() };
 
     while !shutdown.is_cancelled() {
+        // Also while idle, so that the gauges (lag above all) come down to rest.
+        if last_report.elapsed() >= config.report_every {
+            last_report = Instant::now();
+            let w = shared.windows.stats();
+            config.metrics.window_instances.set(w.instances as i64);
+            config.metrics.window_memory_bytes.set(w.memory_bytes as i64);
+            match crate::kafka::consumer_lag(&consumer, &watermarks, Duration::from_secs(5)) {
+                Ok(lag) => {
+                    config.metrics.consumer_lag.set(lag);
+                }
+                Err(error) => tracing::debug!(%error, "cannot measure the consumer lag now"),
+            };
+            let rebalances = *lock(&consumer.context().rebalances);
+            config.metrics.rebalances.inc_by(rebalances.saturating_sub(metrics_rebalances));
+            metrics_rebalances = rebalances;
+            tracing::info!(
+                records = totals.counters.records,
+                alerts = totals.counters.alerts,
+                dead = totals.counters.dead,
+                late = totals.counters.late,
+                windows = totals.counters.windows,
+                dtw_computed = totals.counters.dtw_computed,
+                dtw_pruned = totals.counters.dtw_pruned,
+                transactions = totals.transactions,
+                aborts = totals.aborts,
+                instances = w.instances,
+                window_bytes = w.memory_bytes,
+                bytes_per_instance = w.memory_bytes / w.instances.max(1),
+                "progress"
+            );
+        }
+
         // Between batches, so that no batch is judged by two versions.
         if judges.version() != seen_version {
             seen_version = judges.version();
@@ -361,31 +394,6 @@ pub fn run(
             Err(TxnError::Encode(e)) => return Err(EngineError::Encode(e)),
         }
         drop(batch);
-
-        if last_report.elapsed() >= config.report_every {
-            last_report = Instant::now();
-            let w = shared.windows.stats();
-            config.metrics.window_instances.set(w.instances as i64);
-            config.metrics.window_memory_bytes.set(w.memory_bytes as i64);
-            let rebalances = *lock(&consumer.context().rebalances);
-            config.metrics.rebalances.inc_by(rebalances.saturating_sub(metrics_rebalances));
-            metrics_rebalances = rebalances;
-            tracing::info!(
-                records = totals.counters.records,
-                alerts = totals.counters.alerts,
-                dead = totals.counters.dead,
-                late = totals.counters.late,
-                windows = totals.counters.windows,
-                dtw_computed = totals.counters.dtw_computed,
-                dtw_pruned = totals.counters.dtw_pruned,
-                transactions = totals.transactions,
-                aborts = totals.aborts,
-                instances = w.instances,
-                window_bytes = w.memory_bytes,
-                bytes_per_instance = w.memory_bytes / w.instances.max(1),
-                "progress"
-            );
-        }
     }
     totals.rebalances = *lock(&consumer.context().rebalances);
     tracing::info!("leaving the consumer group");

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub rebalances: Counter,
     pub window_instances: Gauge,
     pub window_memory_bytes: Gauge,
+    /// Records of the assigned partitions not yet processed (high watermark − position).
+    pub consumer_lag: Gauge,
     /// 1 for the model version serving each application type.
     pub model: Family<ModelLabels, Gauge>,
     /// Time to judge one batch (decode, windows, scoring, matching), seconds.
@@ -63,6 +65,7 @@ impl Default for Metrics {
             rebalances: Counter::default(),
             window_instances: Gauge::default(),
             window_memory_bytes: Gauge::default(),
+            consumer_lag: Gauge::default(),
             model: Family::default(),
             // 100 µs to about 3 s: a batch of one record to a full batch on a slow core.
             batch_seconds: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
@@ -99,6 +102,11 @@ impl Metrics {
         r.register("augur_detect_rebalances", "Partition assignments and revocations", self.rebalances.clone());
         r.register("augur_detect_window_instances", "Instances with a window in memory", self.window_instances.clone());
         r.register("augur_detect_window_memory_bytes", "Memory the windows hold", self.window_memory_bytes.clone());
+        r.register(
+            "augur_detect_consumer_lag",
+            "Telemetry records of the assigned partitions not yet processed",
+            self.consumer_lag.clone(),
+        );
         r.register("augur_detect_model", "1 for the anomaly model version serving each app type", self.model.clone());
         r.register("augur_detect_batch_seconds", "Time to judge one batch", self.batch_seconds.clone());
     }

@@ -410,25 +410,14 @@ impl Loop {
     }
 
     /// Sets the lag gauge: records of the assigned partitions not yet exported, that is
-    /// past the consumer's position, plus the `held` records of a batch under way. The
-    /// watermarks come through a client of their own: asked through the group consumer,
-    /// each request would queue behind its long-poll fetch and slow every batch down.
+    /// past the consumer's position, plus the `held` records of a batch under way.
     fn refresh_lag(&mut self, held: usize) {
         if self.lag_at.is_some_and(|t| t.elapsed() < LAG_EVERY) {
             return;
         }
         self.lag_at = Some(Instant::now());
         let lag = || -> Result<i64, KafkaError> {
-            let mut lag = held as i64;
-            for e in self.consumer.position()?.elements() {
-                let (low, high) = self.watermarks.fetch_watermarks(e.topic(), e.partition(), WATERMARK_TIMEOUT)?;
-                let from = match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => low,
-                };
-                lag += (high - from).max(0);
-            }
-            Ok(lag)
+            Ok(held as i64 + crate::kafka::consumer_lag(&self.consumer, &self.watermarks, WATERMARK_TIMEOUT)?)
         };
         match tokio::task::block_in_place(lag) {
             Ok(lag) => {

@@ -259,6 +259,28 @@ pub fn dead_letter_headers(d: &crate::codec::DeadLetter) -> rdkafka::message::Ow
         .insert(Header { key: "augur.source.offset", value: Some(offset.as_str()) })
 }
 
+/// Records past the consumer's position on its assigned partitions (from the oldest
+/// retained record where it has no position yet). The watermarks are asked through
+/// `watermarks`, a client of its own: asked through the group consumer, each request
+/// would queue behind its long-poll fetch. One round trip per partition; blocking.
+pub fn consumer_lag<C: rdkafka::consumer::ConsumerContext, K: rdkafka::consumer::Consumer<C>>(
+    consumer: &K,
+    watermarks: &rdkafka::consumer::BaseConsumer,
+    timeout: Duration,
+) -> Result<i64, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let mut lag = 0;
+    for e in consumer.position()?.elements() {
+        let (low, high) = watermarks.fetch_watermarks(e.topic(), e.partition(), timeout)?;
+        let from = match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => low,
+        };
+        lag += (high - from).max(0);
+    }
+    Ok(lag)
+}
+
 /// Sets a client property unless the user's pass-through properties already did.
 pub fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
     if config.get(key).is_none() {
