@@ -126,14 +126,7 @@ pub(crate) fn committed(
 
 /// Waits until `group` has committed `target` offsets in all, failing the test after
 /// `limit` or if the detector exits.
-pub(crate) fn wait_committed(
-    bootstrap: &str,
-    group: &str,
-    topic: &str,
-    target: i64,
-    limit: Duration,
-    d: &mut Running,
-) {
+pub(crate) fn wait_committed(bootstrap: &str, group: &str, topic: &str, target: i64, limit: Duration, d: &mut Running) {
     let began = Instant::now();
     loop {
         // The group coordinator may not be ready for a new group yet (NotCoordinator):
