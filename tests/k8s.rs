@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
-use k8s_openapi::api::{apps, batch, core, networking};
+use k8s_openapi::api::{apps, batch, core, networking, rbac};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -257,6 +257,8 @@ fn check_document(doc: &Value) -> Result<Option<Workload>, String> {
             let c = typed::<batch::v1::CronJob>(doc)?;
             Ok(c.spec.and_then(|s| s.job_template.spec).map(|j| Workload::from_pod(j.template.spec)))
         }
+        "ClusterRole" => typed::<rbac::v1::ClusterRole>(doc).map(|_| None),
+        "ClusterRoleBinding" => typed::<rbac::v1::ClusterRoleBinding>(doc).map(|_| None),
         "KafkaTopic" => typed::<KafkaTopic>(doc).map(|_| None),
         "ScaledObject" => typed::<ScaledObject>(doc).map(|_| None),
         "TriggerAuthentication" => typed::<TriggerAuthentication>(doc).map(|_| None),
@@ -470,6 +472,42 @@ fn container_flags_and_env_exist_in_the_augur_command() -> anyhow::Result<()> {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked > 20, "only {checked} flags and env vars checked");
+    Ok(())
+}
+
+/// The actuator's ClusterRole grants exactly what its kubernetes backend uses: every
+/// (API group, resource, verb) of `augur::actuate::kubernetes::RBAC`, and nothing more.
+#[test]
+fn the_actuator_role_grants_exactly_the_verbs_its_backend_uses() -> anyhow::Result<()> {
+    let path = k8s_dir().join("base/actuate/rbac.yaml");
+    let mut granted = BTreeSet::new();
+    let mut roles = 0;
+    for doc in documents(&path)? {
+        if doc.get("kind").and_then(Value::as_str) != Some("ClusterRole") {
+            continue;
+        }
+        roles += 1;
+        let role: rbac::v1::ClusterRole = typed(&doc).map_err(anyhow::Error::msg)?;
+        for rule in role.rules.unwrap_or_default() {
+            for group in rule.api_groups.unwrap_or_default() {
+                for resource in rule.resources.clone().unwrap_or_default() {
+                    for verb in &rule.verbs {
+                        anyhow::ensure!(verb != "*" && resource != "*", "{}: wildcard in {rule:?}", path.display());
+                        granted.insert((group.clone(), resource.clone(), verb.clone()));
+                    }
+                }
+            }
+        }
+    }
+    anyhow::ensure!(roles == 1, "{}: expected one ClusterRole, found {roles}", path.display());
+    let used: BTreeSet<(String, String, String)> = augur::actuate::kubernetes::RBAC
+        .iter()
+        .flat_map(|(g, r, verbs)| verbs.iter().map(move |v| (g.to_string(), r.to_string(), v.to_string())))
+        .collect();
+    let missing: Vec<_> = used.difference(&granted).collect();
+    let extra: Vec<_> = granted.difference(&used).collect();
+    anyhow::ensure!(missing.is_empty(), "the backend uses verbs the ClusterRole does not grant: {missing:?}");
+    anyhow::ensure!(extra.is_empty(), "the ClusterRole grants verbs the backend never uses: {extra:?}");
     Ok(())
 }
 
