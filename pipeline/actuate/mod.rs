@@ -7,3 +7,4 @@
 //! rate limits, dry run) stand between the two and audit every refusal.
 
 pub mod backend;
+pub mod kubernetes;
