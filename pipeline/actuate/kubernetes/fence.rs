@@ -85,9 +85,9 @@ impl Ledger {
 
     /// A merge patch of the object's metadata that writes this ledger, valid only if the
     /// object is still at `resource_version` (the API server answers 409 otherwise).
-    pub fn patch(&self, resource_version: &str) -> Value {
-        let text = serde_json::to_string(&self.0).unwrap_or_else(|_| "[]".to_owned());
-        json!({ "metadata": { "resourceVersion": resource_version, "annotations": { ANNOTATION: text } } })
+    pub fn patch(&self, resource_version: &str) -> Result<Value, String> {
+        let text = serde_json::to_string(&self.0).map_err(|e| format!("cannot encode annotation {ANNOTATION}: {e}"))?;
+        Ok(json!({ "metadata": { "resourceVersion": resource_version, "annotations": { ANNOTATION: text } } }))
     }
 }
 
@@ -160,7 +160,7 @@ mod tests {
     fn the_annotation_round_trips_and_bad_text_is_named() {
         let mut ledger = Ledger::default();
         ledger.record(entry("a", State::Pending));
-        let patch = ledger.patch("42");
+        let patch = ledger.patch("42").unwrap_or_default();
         assert_eq!(patch["metadata"]["resourceVersion"], "42");
         let text = patch["metadata"]["annotations"][ANNOTATION].as_str().map(str::to_owned);
         let annotations: BTreeMap<String, String> = [(ANNOTATION.to_owned(), text.unwrap_or_default())].into();

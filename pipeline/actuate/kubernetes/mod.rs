@@ -223,6 +223,10 @@ impl Backend for KubernetesBackend {
     async fn apply(&self, adjustment: &Adjustment, plan: &Plan) -> Result<String, BackendError> {
         let t = self.target(&adjustment.instance_id)?;
         let id = adjustment.id.as_str();
+        // A NaN would be written as null and leave the object's fence unreadable.
+        if !plan.shed_fraction.is_finite() {
+            return Err(BackendError::Refused(format!("plan has a non-finite shed fraction {}", plan.shed_fraction)));
+        }
         match plan.action {
             Action::Resize => self.resize(&t, id, plan).await,
             Action::ScaleOut => self.scale_out(&t, id, plan).await,
@@ -285,7 +289,7 @@ where
 {
     let version = resource_version
         .ok_or_else(|| BackendError::Transient(format!("{request}: the object has no resourceVersion yet")))?;
-    let mut body = ledger.patch(version);
+    let mut body = ledger.patch(version).map_err(BackendError::Fatal)?;
     if let Some(change) = change {
         fence::merge(&mut body, change);
     }

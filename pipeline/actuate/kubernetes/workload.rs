@@ -8,6 +8,7 @@
 //! on the pod, in the same PATCH as the label.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{EvictParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -20,9 +21,15 @@ use crate::policy::plan::Plan;
 impl KubernetesBackend {
     /// The Deployment an adjustment of the pod fences on: its owner while the pod
     /// exists, else the one that remembers this adjustment.
-    async fn workload(&self, t: &Target, id: &str, action: &str) -> Result<Deployment, BackendError> {
-        match self.pod(t).await? {
-            Some(pod) => self.owner_deployment(&t.namespace, &pod).await?.ok_or_else(|| {
+    async fn workload(
+        &self,
+        t: &Target,
+        pod: Option<&Pod>,
+        id: &str,
+        action: &str,
+    ) -> Result<Deployment, BackendError> {
+        match pod {
+            Some(pod) => self.owner_deployment(&t.namespace, pod).await?.ok_or_else(|| {
                 BackendError::Refused(format!(
                     "{action} needs a Deployment, and pod {}/{} has no owning Deployment",
                     t.namespace, t.pod
@@ -33,7 +40,8 @@ impl KubernetesBackend {
     }
 
     pub(super) async fn scale_out(&self, t: &Target, id: &str, plan: &Plan) -> Result<String, BackendError> {
-        let d = self.workload(t, id, "scale-out").await?;
+        let pod = self.pod(t).await?;
+        let d = self.workload(t, pod.as_ref(), id, "scale-out").await?;
         let name = d.metadata.name.clone().unwrap_or_default();
         let mut d_ledger = ledger(&d.metadata)?;
         let plan = match d_ledger.fence(id) {
@@ -67,7 +75,7 @@ impl KubernetesBackend {
 
     pub(super) async fn migrate(&self, t: &Target, id: &str, plan: &Plan) -> Result<String, BackendError> {
         let pod = self.pod(t).await?;
-        let d = self.workload(t, id, "migrate").await?;
+        let d = self.workload(t, pod.as_ref(), id, "migrate").await?;
         let name = d.metadata.name.clone().unwrap_or_default();
         let mut d_ledger = ledger(&d.metadata)?;
         let (plan, recorded_node) = match d_ledger.entry(id) {
