@@ -252,6 +252,62 @@ async fn migrate_cordons_and_evicts_and_its_fence_outlives_the_pod() {
 }
 
 #[tokio::test]
+async fn an_interrupted_scale_out_completes_its_recorded_replicas() {
+    let (fake, backend, pods) = setup(2).await;
+    let adj = adjustment("adj-16", &pods[0], Action::ScaleOut);
+    let recorded = Plan { replicas: Some(4), ..plan(Action::ScaleOut) };
+    interrupt(&fake, "deployments", "web", "adj-16", &recorded);
+    assert_eq!(backend.observe(&adj).await.expect("observe").fence, Fence::Pending(recorded));
+    backend.apply(&adj, &Plan { replicas: Some(9), ..plan(Action::ScaleOut) }).await.expect("apply");
+    assert_eq!(fake.get("deployments", NS, "web").expect("deployment")["spec"]["replicas"], 4);
+    let scale_path = format!("{DEPLOYMENT}/scale");
+    assert_eq!(writes(&fake), [w("PATCH", &scale_path), w("PATCH", DEPLOYMENT)]);
+}
+
+#[tokio::test]
+async fn a_migration_interrupted_after_the_eviction_cordons_the_recorded_node() {
+    let (fake, backend, pods) = setup(2).await;
+    let adj = adjustment("adj-17", &pods[1], Action::Migrate);
+    let mut deployment = fake.get("deployments", NS, "web").expect("deployment");
+    let entry = json!([{ "id": "adj-17", "state": "pending", "plan": plan(Action::Migrate), "node": "node-1" }]);
+    deployment["metadata"]["annotations"] = json!({ ANNOTATION: entry.to_string() });
+    fake.put("deployments", NS, "web", deployment);
+    fake.delete("pods", NS, &pods[1]); // evicted before the attempt died
+    assert!(matches!(backend.observe(&adj).await.expect("observe").fence, Fence::Pending(_)));
+    let detail = backend.apply(&adj, &plan(Action::Migrate)).await.expect("apply");
+    assert!(detail.contains("node-1 cordoned") && detail.contains("already gone"), "{detail}");
+    assert_eq!(writes(&fake), [w("PATCH", "/api/v1/nodes/node-1"), w("PATCH", DEPLOYMENT)]);
+    assert_eq!(backend.observe(&adj).await.expect("observe").fence, Fence::Done);
+}
+
+#[tokio::test]
+async fn the_rbac_list_is_exactly_what_the_backend_uses() {
+    let (fake, backend, pods) = setup(4).await;
+    fake.bare_pod(NS, "solo", "node-0", resources());
+    let cases = [
+        (adjustment("r1", &pods[0], Action::Resize), resize(1100, 600 << 20)),
+        (adjustment("r2", &pods[1], Action::ScaleOut), Plan { replicas: Some(5), ..plan(Action::ScaleOut) }),
+        (adjustment("r3", &pods[2], Action::Migrate), plan(Action::Migrate)),
+        (adjustment("r4", &pods[3], Action::Shed), Plan { shed_fraction: 1.0, ..plan(Action::Shed) }),
+    ];
+    for (adj, plan) in &cases {
+        backend.observe(adj).await.expect("observe");
+        backend.apply(adj, plan).await.expect("apply");
+    }
+    fake.without_resize();
+    let fallback = adjustment("r5", &pods[0], Action::Resize);
+    backend.apply(&fallback, &resize(1200, 600 << 20)).await.expect("template resize");
+    let used = fake.permissions_used();
+    let granted: std::collections::BTreeSet<(String, String, String)> = augur::actuate::kubernetes::RBAC
+        .iter()
+        .flat_map(|(group, resource, verbs)| {
+            verbs.iter().map(|v| ((*group).to_owned(), (*resource).to_owned(), (*v).to_owned()))
+        })
+        .collect();
+    assert_eq!(used, granted);
+}
+
+#[tokio::test]
 async fn a_disruption_budget_blocks_eviction_as_transient() {
     let (fake, backend, pods) = setup(2).await;
     fake.pdb(NS, "web-pdb", json!({ "app": "web" }), 2);

@@ -10,7 +10,7 @@
 //! Strategic merge patches merge lists of named objects (containers) by name, the only
 //! part of the strategy the backend relies on; otherwise they are merge patches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::Bytes;
@@ -81,6 +81,11 @@ impl FakeKube {
         world.version += 1;
         object["metadata"]["resourceVersion"] = json!(world.version.to_string());
         world.objects.insert(key(resource, namespace, name), object);
+    }
+
+    /// Removes an object, as its controller or an operator would.
+    pub fn delete(&self, resource: &str, namespace: &str, name: &str) {
+        self.world().objects.remove(&key(resource, namespace, name));
     }
 
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
@@ -171,6 +176,28 @@ impl FakeKube {
     /// The requests that change something (all but GET).
     pub fn writes(&self) -> Vec<Recorded> {
         self.requests().into_iter().filter(|r| r.method != "GET").collect()
+    }
+
+    /// (apiGroup, resource, verb) of every request, as a Role would have to grant them.
+    pub fn permissions_used(&self) -> BTreeSet<(String, String, String)> {
+        let mut used = BTreeSet::new();
+        for request in self.requests() {
+            let Some((resource, _, _, sub)) = route(&request.path) else { continue };
+            let group = if request.path.starts_with("/apis/") {
+                request.path.split('/').nth(2).unwrap_or_default()
+            } else {
+                ""
+            };
+            let resource = sub.map_or(resource.clone(), |s| format!("{resource}/{s}"));
+            let verb = match request.method.as_str() {
+                "GET" => "get",
+                "PATCH" => "patch",
+                "POST" => "create",
+                other => other,
+            };
+            used.insert((group.to_owned(), resource, verb.to_owned()));
+        }
+        used
     }
 
     /// Pods have no `resize` subresource (clusters before 1.33): 404 on it.

@@ -64,6 +64,10 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     ("apps", "deployments/scale", &["patch"]),
 ];
 
+/// How long one API request may wait for its response: far above an API server's normal
+/// latency (its own request timeout is 60 s, mostly spent on watches we never make).
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why the backend could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -117,6 +121,9 @@ impl KubernetesBackend {
         // The actuator owns retries and counts them against its limit; a second retry
         // layer inside the client would hide blocked evictions and throttling from it.
         config.default_retry = false;
+        // kube-rs waits forever for a response by default; a hung API server must
+        // surface as a transient error the actuator can retry, not stall it.
+        config.read_timeout.get_or_insert(READ_TIMEOUT);
         let namespace = namespace.map_or_else(|| config.default_namespace.clone(), str::to_owned);
         Ok(Self::new(kube::Client::try_from(config)?, namespace))
     }
