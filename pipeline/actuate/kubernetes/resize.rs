@@ -7,10 +7,12 @@
 //! pod carries the fence (intent, resize, done); through the template, the Deployment
 //! carries it, written in the same PATCH as the template.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Patch, PatchParams};
 use serde_json::{json, Map, Value};
 use tracing::warn;
@@ -25,9 +27,8 @@ use crate::policy::plan::{Plan, Resources};
 /// A container's allocation as plans see it: the limit, else the request.
 pub(super) fn allocation(c: &Container) -> Result<Resources, BackendError> {
     Ok(Resources {
-        cpu_millis: current(c, "cpu", quantity::cpu_millis)?.map(|(limit, request)| limit.or(request).unwrap_or(0)),
-        memory_bytes: current(c, "memory", quantity::memory_bytes)?
-            .map(|(limit, request)| limit.or(request).unwrap_or(0)),
+        cpu_millis: current(c, "cpu", quantity::cpu_millis)?.and_then(|(limit, request)| limit.or(request)),
+        memory_bytes: current(c, "memory", quantity::memory_bytes)?.and_then(|(limit, request)| limit.or(request)),
         replicas: None,
     })
 }
@@ -37,13 +38,12 @@ type Current = Option<(Option<u64>, Option<u64>)>;
 
 fn current(c: &Container, key: &str, parse: fn(&str) -> Result<u64, BadQuantity>) -> Result<Current, BackendError> {
     let resources = c.resources.as_ref();
-    let read =
-        |map: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
-         which: &str| {
-            map.and_then(|m| m.get(key)).map(|q| parse(&q.0)).transpose().map_err(|e| {
-                BackendError::Refused(format!("container {} has an unreadable {key} {which}: {e}", c.name))
-            })
-        };
+    let read = |map: Option<&BTreeMap<String, Quantity>>, which: &str| {
+        map.and_then(|m| m.get(key))
+            .map(|q| parse(&q.0))
+            .transpose()
+            .map_err(|e| BackendError::Refused(format!("container {} has an unreadable {key} {which}: {e}", c.name)))
+    };
     let limit = read(resources.and_then(|r| r.limits.as_ref()), "limit")?;
     let request = read(resources.and_then(|r| r.requests.as_ref()), "request")?;
     Ok((limit.is_some() || request.is_some()).then_some((limit, request)))
@@ -203,7 +203,6 @@ mod tests {
     use super::*;
     use crate::codec::Action;
     use k8s_openapi::api::core::v1::ResourceRequirements;
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn container(limits: &[(&str, &str)], requests: &[(&str, &str)]) -> Container {
         let map = |kv: &[(&str, &str)]| {
