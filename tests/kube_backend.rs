@@ -350,6 +350,41 @@ async fn gone_pods_and_foreign_actions_are_refused() {
 }
 
 #[tokio::test]
+async fn a_server_error_is_transient() {
+    let (fake, backend, pods) = setup(1).await;
+    fake.fail_next(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    let adj = adjustment("adj-18", &pods[0], Action::Resize);
+    assert!(matches!(backend.observe(&adj).await, Err(BackendError::Transient(m)) if m.contains("503")));
+    assert_eq!(backend.observe(&adj).await.expect("observe after the outage").fence, Fence::Absent);
+}
+
+#[tokio::test]
+async fn a_hand_edited_fence_is_refused_with_its_name() {
+    let (fake, backend, pods) = setup(1).await;
+    let mut pod = fake.get("pods", NS, &pods[0]).expect("pod");
+    pod["metadata"]["annotations"] = json!({ ANNOTATION: "not json" });
+    fake.put("pods", NS, &pods[0], pod);
+    let adj = adjustment("adj-19", &pods[0], Action::Shed);
+    assert!(matches!(backend.observe(&adj).await, Err(BackendError::Refused(m)) if m.contains(ANNOTATION)));
+    assert!(matches!(backend.apply(&adj, &plan(Action::Shed)).await, Err(BackendError::Refused(_))));
+    assert!(fake.writes().is_empty());
+}
+
+#[tokio::test]
+async fn the_fence_keeps_the_last_32_ids() {
+    let (fake, backend, pods) = setup(1).await;
+    for i in 0..40 {
+        let adj = adjustment(&format!("shed-{i}"), &pods[0], Action::Shed);
+        backend.apply(&adj, &Plan { shed_fraction: f64::from(i % 2), ..plan(Action::Shed) }).await.expect("shed");
+    }
+    let entries = fence_of(&fake.get("pods", NS, &pods[0]).expect("pod"));
+    assert_eq!(entries.len(), 32);
+    assert_eq!((entries[0]["id"].as_str(), entries[31]["id"].as_str()), (Some("shed-8"), Some("shed-39")));
+    let forgotten = adjustment("shed-7", &pods[0], Action::Shed);
+    assert_eq!(backend.observe(&forgotten).await.expect("observe").fence, Fence::Absent);
+}
+
+#[tokio::test]
 async fn an_unreachable_api_server_is_transient() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));

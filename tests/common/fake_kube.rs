@@ -39,6 +39,7 @@ struct World {
     resize_unsupported: bool,
     forbidden: Vec<(String, String)>,
     race: Option<Key>,
+    fail_next: Option<StatusCode>,
 }
 
 /// The running server; stops with the test's runtime.
@@ -210,6 +211,11 @@ impl FakeKube {
         self.world().forbidden.push((verb.to_owned(), resource.to_owned()));
     }
 
+    /// The next request, whatever it is, is answered with this status (5xx: overload).
+    pub fn fail_next(&self, code: StatusCode) {
+        self.world().fail_next = Some(code);
+    }
+
     /// Just before the next write to this object, someone else writes it first.
     pub fn race_next_write(&self, resource: &str, namespace: &str, name: &str) {
         self.world().race = Some(key(resource, namespace, name));
@@ -257,6 +263,9 @@ fn handle(world: &Mutex<World>, method: Method, uri: Uri, headers: HeaderMap, bo
         content_type: content_type.clone(),
         body: parsed.clone().unwrap_or(Value::Null),
     });
+    if let Some(code) = world.fail_next.take() {
+        return status(code, code.canonical_reason().unwrap_or("Failure"), format!("injected {code}"));
+    }
     let Some(patch) = parsed else {
         return status(StatusCode::BAD_REQUEST, "BadRequest", "request body is not JSON".into());
     };
