@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod backend;
 pub mod engine;
+pub mod kubernetes;
 pub mod sim;
 pub mod webhook;
 
@@ -32,6 +33,7 @@ use crate::policy::Policies;
 use apply::{Gate, Retry};
 use backend::{Backend, BackendError};
 use engine::{EngineConfig, EngineError, Metrics, Totals};
+use kubernetes::KubernetesBackend;
 use sim::{LogBackend, SimBackend};
 use webhook::{Payload, Webhook};
 
@@ -112,6 +114,8 @@ pub enum ActuateError {
         #[source]
         source: BackendError,
     },
+    #[error("kubernetes backend: {0}")]
+    Kubernetes(#[source] kubernetes::SetupError),
     #[error(transparent)]
     Observe(crate::observe::ObserveError),
     #[error("cannot tell the host name ({0}); pass --replica-id")]
@@ -229,6 +233,10 @@ async fn spawn<B: Backend>(
     Ok(totals)
 }
 
-async fn kubernetes_backend(_: &Args) -> Result<LogBackend, ActuateError> {
-    Err(ActuateError::Backend { backend: "kubernetes", source: BackendError::Fatal("not built".into()) })
+async fn kubernetes_backend(args: &Args) -> Result<KubernetesBackend, ActuateError> {
+    let built = match &args.kube_url {
+        Some(url) => KubernetesBackend::with_url(url.as_str(), &args.namespace),
+        None => KubernetesBackend::infer(Some(&args.namespace)).await,
+    };
+    built.map_err(ActuateError::Kubernetes)
 }

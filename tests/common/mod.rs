@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod fake_kube;
 pub mod prometheus;
 
 use std::path::{Path, PathBuf};
