@@ -7,22 +7,4 @@
 //! cooldowns, rate limits, dry run). Every decision is a function of event time and
 //! the records before it, never of the wall clock.
 
-pub mod guardrails;
 pub mod plan;
-pub struct Policies;
-#[derive(Debug, thiserror::Error)]
-#[error("x")]
-pub struct PolicyError;
-impl Policies {
-    pub fn shipped() -> Result<Self, PolicyError> {
-        Ok(Self)
-    }
-    pub fn load(_: &[std::path::PathBuf]) -> Result<Self, PolicyError> {
-        Ok(Self)
-    }
-}
-impl Policies {
-    pub fn decide(&self, _: &crate::codec::Alert) -> Vec<crate::codec::Adjustment> {
-        Vec::new()
-    }
-}
