@@ -126,7 +126,8 @@ fn files_and_directories_load_and_empty_ones_are_errors() {
 
 #[test]
 fn the_shipped_policies_load_for_every_simulated_app_type() {
-    let p = Policies::load(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")]).expect("shipped policies load");
+    // `shipped()` reads $AUGUR_POLICIES when set; the test expects the tree's own files.
+    let p = Policies::shipped().expect("shipped policies load (is AUGUR_POLICIES set elsewhere?)");
     assert_eq!(p.app_types().collect::<Vec<_>>(), ["cache", "database", "web", "worker"]);
     let functions = [
         ("web", &["checkout", "search", "frontend"][..]),
@@ -145,4 +146,52 @@ fn the_shipped_policies_load_for_every_simulated_app_type() {
     }
     let web = p.get("web").expect("web");
     assert!(web.function("checkout").critical && !web.function("frontend").critical);
+}
+
+#[test]
+fn a_shipped_decision_passes_the_shipped_guardrails() {
+    use crate::codec::{Action, Alert, AlertKind};
+    use crate::policy::plan::{Resources, Verdict};
+    use crate::policy::{FleetLimits, Guardrails};
+    let p = Policies::shipped().expect("shipped policies load");
+    let alert = Alert {
+        id: "web-frontend-0000/signature/web/*/latency_creep/600000".into(),
+        instance_id: "web-frontend-0000".into(),
+        app_type: "web".into(),
+        function: "frontend".into(),
+        kind: AlertKind::Signature,
+        window_start_ms: 300_000,
+        window_end_ms: 600_000,
+        signature: Some("web/*/latency_creep".into()),
+        confidence: 0.8,
+        runner_up: None,
+        runner_up_confidence: 0.0,
+        explanation: Vec::new(),
+        anomaly_score: Some(95.0),
+        model_version: None,
+        source_partition: 0,
+        source_offset: 0,
+    };
+    let adjustments = p.decide(&alert);
+    let kinds: Vec<Action> = adjustments.iter().map(|a| a.action).collect();
+    assert_eq!(kinds, [Action::Resize, Action::ScaleOut, Action::Shed, Action::Notify]);
+    let mut g = Guardrails::new(&p, FleetLimits::default());
+    // The simulator's web frontend: 2 cores, 1 GiB, one replica.
+    let current = Resources { cpu_millis: Some(2000), memory_bytes: Some(1 << 30), replicas: Some(1) };
+    for a in &adjustments {
+        match g.check(a, &current) {
+            Verdict::Allow(plan) => g.remember(a, &plan),
+            Verdict::Refuse(r) => panic!("{}: refused: {r}", a.id),
+        }
+    }
+    // A second alert on the same instance a minute later meets the instance cooldown.
+    let later = Alert {
+        id: "web-frontend-0000/anomaly/tier-3/660000".into(),
+        kind: AlertKind::Anomaly,
+        signature: None,
+        window_end_ms: 660_000,
+        ..alert
+    };
+    let again = p.decide(&later);
+    assert!(matches!(g.check(&again[0], &current), Verdict::Refuse(r) if r.starts_with("instance cooldown")));
 }
