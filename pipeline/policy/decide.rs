@@ -39,13 +39,18 @@ impl Policies {
 }
 
 /// What one source (the tier or the signature rule) asks for.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Ask {
     cpu: f64,
     memory: f64,
     replicas: i32,
     shed: f64,
     migrate: f64,
+}
+
+impl Ask {
+    /// Asks for no change: factors of 1, nothing else.
+    const NOTHING: Self = Self { cpu: 1.0, memory: 1.0, replicas: 0, shed: 0.0, migrate: 0.0 };
 }
 
 fn decide(policy: &PolicyFile, alert: &Alert) -> Vec<Adjustment> {
@@ -59,7 +64,7 @@ fn decide(policy: &PolicyFile, alert: &Alert) -> Vec<Adjustment> {
         cpu: t.cpu_factor,
         memory: t.memory_factor,
         shed: if t.consider_shedding && !critical { policy.tiers.shed_fraction } else { 0.0 },
-        ..Ask::default()
+        ..Ask::NOTHING
     };
     let tier_reason = score.map(|s| format!("tier {tier} (score {s:.1} in {})", tiers::range(tier)));
 
@@ -72,7 +77,7 @@ fn decide(policy: &PolicyFile, alert: &Alert) -> Vec<Adjustment> {
             scaled(rule, confidence, critical),
             Some(format!("signature {sig} (rule {key:?}, confidence {confidence:.3})")),
         ),
-        _ => (Ask { cpu: 1.0, memory: 1.0, ..Ask::default() }, None),
+        _ => (Ask::NOTHING, None),
     };
     if t.log {
         tracing::info!(

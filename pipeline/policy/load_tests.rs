@@ -195,3 +195,12 @@ fn a_shipped_decision_passes_the_shipped_guardrails() {
     let again = p.decide(&later);
     assert!(matches!(g.check(&again[0], &current), Verdict::Refuse(r) if r.starts_with("instance cooldown")));
 }
+
+#[test]
+fn memory_takes_bytes_or_units_and_refuses_negatives_by_field() {
+    let text = GOOD.replace("memory_cap = \"8Gi\"", "memory_cap = 1073741824");
+    assert_eq!(parse(Path::new("web.toml"), &text).expect("parses").guardrails.memory_cap.0, 1 << 30);
+    let (line, field, message, _) = invalid(&GOOD.replace("memory_cap = \"8Gi\"", "memory_cap = -1"));
+    assert_eq!((line, field.as_str()), (7, "guardrails.memory_cap"));
+    assert!(message.contains("negative"), "{message}");
+}
