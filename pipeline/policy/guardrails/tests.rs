@@ -240,6 +240,20 @@ fn remembering_twice_counts_once() {
 }
 
 #[test]
+fn an_app_type_without_a_file_gets_the_default_guardrails() {
+    let g = rails(FleetLimits::default());
+    let mut a = adj("batch-0", "x", Action::Resize, 0);
+    a.app_type = "batch".into();
+    let current = Resources { cpu_millis: Some(15_000), memory_bytes: None, replicas: None };
+    let p = allow(g.check(&a, &current));
+    assert_eq!(p.cpu_millis, Some(16_000), "the default 16-core cap");
+    assert!(p.note.contains("clamped to the 16000m cap"), "{}", p.note);
+    // Its unlisted function is critical: no shedding.
+    a.action = Action::Shed;
+    assert!(refuse(g.check(&a, &current)).starts_with("critical function: batch/frontend"));
+}
+
+#[test]
 fn none_is_refused_with_a_reason() {
     let g = rails(FleetLimits::default());
     assert!(refuse(g.check(&adj("a", "x", Action::None, 0), &known())).contains("NONE"));
