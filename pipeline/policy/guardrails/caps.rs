@@ -64,7 +64,11 @@ fn resize(g: &GuardrailSettings, a: &Adjustment, current: &Resources) -> Result<
     (plan.memory_bytes, plan.memory_factor) = memory;
     plan.note = notes.join("; ");
     if plan.cpu_factor == 1.0 && plan.memory_factor == 1.0 {
-        return Err(format!("caps: nothing left to change ({})", plan.note));
+        return Err(if plan.note.is_empty() {
+            "caps: nothing to change: cpu and memory factors are 1".to_owned()
+        } else {
+            format!("caps: nothing left to change ({})", plan.note)
+        });
     }
     Ok(plan)
 }

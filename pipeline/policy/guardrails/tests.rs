@@ -110,6 +110,9 @@ fn factor_caps_hold_and_unknown_resources_plan_none() {
     assert_eq!((p.cpu_millis, p.memory_bytes), (None, None));
     assert_eq!((p.cpu_factor, p.memory_factor), (2.0, 1.5));
     assert!(p.note.contains("cpu factor 5.000 clamped to 2.000"), "{}", p.note);
+    a.cpu_factor = 1.0;
+    a.memory_factor = 1.0;
+    assert_eq!(refuse(g.check(&a, &known())), "caps: nothing to change: cpu and memory factors are 1");
     a.cpu_factor = f64::NAN;
     assert!(refuse(g.check(&a, &known())).contains("invalid cpu factor NaN"));
 }
