@@ -489,7 +489,7 @@ fn the_actuator_role_grants_exactly_the_verbs_its_backend_uses() -> anyhow::Resu
         roles += 1;
         let role: rbac::v1::ClusterRole = typed(&doc).map_err(anyhow::Error::msg)?;
         for rule in role.rules.unwrap_or_default() {
-            for group in rule.api_groups.unwrap_or_default() {
+            for group in rule.api_groups.clone().unwrap_or_default() {
                 for resource in rule.resources.clone().unwrap_or_default() {
                     for verb in &rule.verbs {
                         anyhow::ensure!(verb != "*" && resource != "*", "{}: wildcard in {rule:?}", path.display());

@@ -38,7 +38,7 @@ fn adjustment(id: &str, instance: &str, action: Action) -> Adjustment {
 }
 
 fn plan(action: Action) -> Plan {
-    Plan { action, cpu_millis: None, memory_bytes: None, replicas: None, shed_fraction: 0.0, note: String::new() }
+    Plan::unchanged(action)
 }
 
 fn resize(cpu: u64, memory: u64) -> Plan {

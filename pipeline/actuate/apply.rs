@@ -132,7 +132,7 @@ pub async fn actuate<B: Backend, G: Gate + ?Sized>(
         Fence::Done => {
             // The change is in place; its audit died with an aborted transaction. The
             // guardrails learn of it again, as they would have the first time.
-            let plan = unchanged(adjustment);
+            let plan = Plan::unchanged(adjustment.action);
             gate.remember(adjustment, &plan);
             let detail = "the change of an earlier attempt is in place (fence found); not made again".to_owned();
             return Ok(record(ActuationResult::Duplicate, detail, None, attempts));
@@ -143,7 +143,7 @@ pub async fn actuate<B: Backend, G: Gate + ?Sized>(
             Verdict::Allow(plan) => (plan, false),
         },
     };
-    if dry_run || adjustment.dry_run {
+    if dry_run || adjustment.dry_run || plan.dry_run {
         gate.remember(adjustment, &plan);
         let detail = format!("dry run: would {}", describe(&plan, &observed.resources));
         return Ok(record(ActuationResult::DryRun, detail, Some(&plan), attempts));
@@ -163,18 +163,6 @@ pub async fn actuate<B: Backend, G: Gate + ?Sized>(
 /// The action as the audit spells it (the adjustment schema's symbol).
 pub fn action_name(adjustment: &Adjustment) -> String {
     serde_json::to_value(adjustment.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
-/// A plan that changes nothing, for adjustments whose change was made by an earlier attempt.
-fn unchanged(adjustment: &Adjustment) -> Plan {
-    Plan {
-        action: adjustment.action,
-        cpu_millis: None,
-        memory_bytes: None,
-        replicas: None,
-        shed_fraction: adjustment.shed_fraction,
-        note: String::new(),
-    }
 }
 
 /// "set cpu 1000m→1250m, memory 512Mi→589Mi" for the audit.
@@ -238,14 +226,7 @@ mod tests {
     }
 
     fn plan() -> Plan {
-        Plan {
-            action: Action::Resize,
-            cpu_millis: Some(1250),
-            memory_bytes: Some(1 << 30),
-            replicas: None,
-            shed_fraction: 0.0,
-            note: String::new(),
-        }
+        Plan { cpu_millis: Some(1250), memory_bytes: Some(1 << 30), ..Plan::unchanged(Action::Resize) }
     }
 
     /// A backend whose answers are scripted: `failures` transient errors, then success.

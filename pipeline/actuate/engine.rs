@@ -389,12 +389,11 @@ fn from_audit(a: &Actuation) -> (Adjustment, Plan) {
         event_time_ms: a.event_time_ms,
     };
     let plan = Plan {
-        action,
         cpu_millis: a.cpu_millis.map(|v| v as u64),
         memory_bytes: a.memory_bytes.map(|v| v as u64),
         replicas: a.replicas.map(|v| v as u32),
-        shed_fraction: 0.0,
-        note: String::new(),
+        dry_run: a.result == ActuationResult::DryRun,
+        ..Plan::unchanged(action)
     };
     (adjustment, plan)
 }

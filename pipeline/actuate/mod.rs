@@ -78,6 +78,9 @@ pub struct Args {
     /// Fleet-wide rate limit: actions per rolling minute of event time, all workloads together.
     #[arg(long, default_value = "30", value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_actions_per_minute: u32,
+    /// Notifications of the critical tier per rolling minute of event time, fleet-wide.
+    #[arg(long, default_value = "10", value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_notifications_per_minute: u32,
     /// Calls of a backend per adjustment before it is audited as failed.
     #[arg(long, default_value = "8", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
@@ -146,7 +149,11 @@ pub async fn run_on(
         None => crate::agent::host_name().map_err(ActuateError::HostName)?,
     };
     let dry_run = args.dry_run || args.backend == BackendKind::Log;
-    let limits = FleetLimits { max_actions_per_minute: args.max_actions_per_minute, dry_run };
+    let limits = FleetLimits {
+        max_actions_per_minute: args.max_actions_per_minute,
+        max_notifications_per_minute: args.max_notifications_per_minute,
+        dry_run,
+    };
     let gate = Guardrails::new(&policies, limits);
     let notifier = match &args.notify_url {
         Some(url) => Some(

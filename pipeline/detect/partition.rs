@@ -29,7 +29,7 @@ use crate::detect::lstm::WindowScore;
 use crate::detect::matcher::Matcher;
 use crate::detect::models::ModelSet;
 use crate::detect::validate;
-use crate::policy::Policies;
+use crate::policy::{tier, Policies};
 use crate::window::liveness::{Liveness, LivenessConfig, LivenessEvent, LivenessKind};
 use crate::window::{ClosedWindow, Windows};
 
@@ -61,17 +61,6 @@ pub struct Shared {
 pub struct Judge {
     pub matcher: Arc<Matcher>,
     pub models: Arc<ModelSet>,
-}
-
-/// The seed's tiers of the anomaly score: 0 for 0–30 (no change), 1 for 31–70,
-/// 2 for 71–90, 3 for 91–100.
-pub fn tier(score: u8) -> u8 {
-    match score {
-        0..=30 => 0,
-        31..=70 => 1,
-        71..=90 => 2,
-        _ => 3,
-    }
 }
 
 /// The lowest tier that alerts: 71–90, where the seed logs the event.

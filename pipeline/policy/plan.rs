@@ -30,10 +30,44 @@ pub struct Plan {
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub replicas: Option<u32>,
-    /// Fraction 0..1 of new requests to turn away (shedding); 0 for other actions.
+    /// Fraction 0..1: of new requests to turn away (SHED), or of the instance's
+    /// non-critical work to move to other nodes (MIGRATE, as the adjustment's
+    /// `shed_fraction` carries it); 0 for other actions.
     pub shed_fraction: f64,
     /// What the guardrails changed, e.g. "cpu clamped to the 4000m cap"; empty if nothing.
     pub note: String,
+    /// CPU factor after the guardrails: target ÷ current where the current value is
+    /// known, else the adjustment's factor held within the factor cap. For backends
+    /// that change resources relatively (webhook, log).
+    #[serde(default = "one")]
+    pub cpu_factor: f64,
+    /// Memory factor after the guardrails, as `cpu_factor`.
+    #[serde(default = "one")]
+    pub memory_factor: f64,
+    /// Decide and audit only: the backend must change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+const fn one() -> f64 {
+    1.0
+}
+
+impl Plan {
+    /// A plan that changes nothing yet: the base the guardrails build on.
+    pub fn unchanged(action: Action) -> Self {
+        Self {
+            action,
+            cpu_millis: None,
+            memory_bytes: None,
+            replicas: None,
+            shed_fraction: 0.0,
+            note: String::new(),
+            cpu_factor: 1.0,
+            memory_factor: 1.0,
+            dry_run: false,
+        }
+    }
 }
 
 /// The guardrails' answer to one adjustment.

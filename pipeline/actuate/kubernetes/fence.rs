@@ -120,14 +120,7 @@ mod tests {
     use crate::codec::Action;
 
     fn plan(cpu: u64) -> Plan {
-        Plan {
-            action: Action::Resize,
-            cpu_millis: Some(cpu),
-            memory_bytes: None,
-            replicas: None,
-            shed_fraction: 0.0,
-            note: String::new(),
-        }
+        Plan { cpu_millis: Some(cpu), ..Plan::unchanged(Action::Resize) }
     }
 
     fn entry(id: &str, state: State) -> Entry {

@@ -220,14 +220,7 @@ mod tests {
     }
 
     fn plan(cpu: Option<u64>, memory: Option<u64>) -> Plan {
-        Plan {
-            action: Action::Resize,
-            cpu_millis: cpu,
-            memory_bytes: memory,
-            replicas: None,
-            shed_fraction: 0.0,
-            note: String::new(),
-        }
+        Plan { cpu_millis: cpu, memory_bytes: memory, ..Plan::unchanged(Action::Resize) }
     }
 
     #[test]
