@@ -96,6 +96,15 @@ impl FakeKube {
     /// A Deployment `name` with its ReplicaSet and `replicas` pods on nodes `node-<i>`,
     /// each with one container `app` of the given `resources`; returns the pod names.
     pub fn deployment(&self, namespace: &str, name: &str, replicas: u32, resources: Value) -> Vec<String> {
+        let pods: Vec<String> = (0..replicas).map(|i| format!("{name}-5d8f7c9b4-p{i:04}")).collect();
+        self.deployment_with_pods(namespace, name, &pods, resources);
+        pods
+    }
+
+    /// A Deployment `name` with its ReplicaSet and one pod per name in `pods`, on nodes
+    /// `node-<i>`, each with one container `app` of the given `resources`.
+    pub fn deployment_with_pods(&self, namespace: &str, name: &str, pods: &[impl AsRef<str>], resources: Value) {
+        let replicas = pods.len();
         let labels = json!({ "app": name, "augur.io/serving": "true" });
         let container = json!({ "name": "app", "image": "registry.local/app:1", "resources": resources });
         self.put(
@@ -121,20 +130,10 @@ impl FakeKube {
                 "spec": { "replicas": replicas, "selector": { "matchLabels": { "app": name } } }
             }),
         );
-        (0..replicas)
-            .map(|i| {
-                let pod = format!("{rs}-p{i:04}");
-                self.pod(
-                    namespace,
-                    &pod,
-                    &format!("node-{i}"),
-                    labels.clone(),
-                    container.clone(),
-                    Some(owner("apps/v1", "ReplicaSet", &rs)),
-                );
-                pod
-            })
-            .collect()
+        for (i, pod) in pods.iter().enumerate() {
+            let owner = Some(owner("apps/v1", "ReplicaSet", &rs));
+            self.pod(namespace, pod.as_ref(), &format!("node-{i}"), labels.clone(), container.clone(), owner);
+        }
     }
 
     /// A pod owned by nothing.

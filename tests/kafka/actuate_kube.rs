@@ -37,7 +37,7 @@ fn seed_fleet(kube: &FakeKube, instances: &BTreeSet<String>) {
             "requests": { "cpu": quantity::format_cpu(cpu / 2), "memory": quantity::format_memory(memory / 2) },
             "limits": { "cpu": quantity::format_cpu(cpu), "memory": quantity::format_memory(memory) },
         });
-        kube.deployment_with_pods("default", &workload, pods, resources);
+        kube.deployment_with_pods("default", &workload, &pods, resources);
     }
 }
 

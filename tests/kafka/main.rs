@@ -4,6 +4,7 @@
 mod common;
 
 mod actuate;
+mod actuate_kube;
 mod agent;
 mod detect;
 mod export;
