@@ -84,8 +84,10 @@ pub struct Args {
     /// Calls of a backend per adjustment before it is audited as failed.
     #[arg(long, default_value = "8", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
-    /// How far back (wall time) the audit is read at start to rebuild cooldowns and rate limits.
-    #[arg(long, default_value = "1h", value_name = "D", value_parser = humantime::parse_duration)]
+    /// How far back the guardrails remember actions (event time; partitions read unevenly
+    /// are judged against each other within it), and how far back (wall time) the audit
+    /// is read at start to rebuild them.
+    #[arg(long, default_value = "6h", value_name = "D", value_parser = humantime::parse_duration)]
     pub state_lookback: Duration,
     /// API server URL for the `kubernetes` backend. [default: kubeconfig, else in-cluster]
     #[arg(long, env = "AUGUR_KUBE_URL", value_name = "URL")]
@@ -109,7 +111,7 @@ pub enum ActuateError {
     Connect(#[from] ConnectError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("policy: {0}")]
+    #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
     #[error("backend {backend}: {source}")]
     Backend {
@@ -153,6 +155,7 @@ pub async fn run_on(
         max_actions_per_minute: args.max_actions_per_minute,
         max_notifications_per_minute: args.max_notifications_per_minute,
         dry_run,
+        history_ms: args.state_lookback.as_millis() as i64,
     };
     let gate = Guardrails::new(&policies, limits);
     let notifier = match &args.notify_url {

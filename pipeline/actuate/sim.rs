@@ -162,7 +162,8 @@ mod tests {
         let (cpu, memory) = crate::simulate::nominal_limits("web-checkout-0003").unwrap();
         assert_eq!(o.resources.cpu_millis, Some(cpu));
         assert_eq!(o.fence, Fence::Absent);
-        let plan = Plan { cpu_millis: Some(cpu * 3 / 2), memory_bytes: Some(memory), ..Plan::unchanged(Action::Resize) };
+        let plan =
+            Plan { cpu_millis: Some(cpu * 3 / 2), memory_bytes: Some(memory), ..Plan::unchanged(Action::Resize) };
         b.apply(&a, &plan).await.unwrap();
         b.apply(&a, &plan).await.unwrap();
         assert_eq!(b.observe(&a).await.unwrap().fence, Fence::Done);

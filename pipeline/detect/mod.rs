@@ -110,7 +110,7 @@ pub struct Args {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
-    #[error("policy: {0}")]
+    #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Connect(#[from] ConnectError),

@@ -261,5 +261,5 @@ fn a_malformed_policy_file_stops_the_actuator_before_it_reads_anything() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("web.toml") && stderr.contains("no_such_setting"), "{stderr}");
-    assert!(stderr.contains("line 2"), "the error names the line: {stderr}");
+    assert!(stderr.contains("web.toml:2:"), "the error names the line: {stderr}");
 }

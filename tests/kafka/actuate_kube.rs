@@ -91,7 +91,7 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
     let by_id: BTreeMap<&str, &Adjustment> = adjustments.iter().map(|a| (a.id.as_str(), a)).collect();
     let policies = augur::policy::Policies::shipped().expect("shipped policies");
     let mut applied_per_minute: BTreeMap<i64, usize> = BTreeMap::new();
-    let mut last_applied: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut last_applied: BTreeMap<&str, (i64, &str)> = BTreeMap::new();
     let mut seen = BTreeMap::new();
     let mut ordered: Vec<&Actuation> = audit.iter().collect();
     ordered.sort_by_key(|a| a.event_time_ms);
@@ -104,10 +104,13 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
                 for minute in [act.event_time_ms / 60_000] {
                     *applied_per_minute.entry(minute).or_default() += 1;
                 }
-                if let Some(prev) = last_applied.insert(act.instance_id.as_str(), act.event_time_ms) {
+                // Actions decided from one alert (a resize and a scale-out) go together;
+                // those of two alerts are a cooldown apart.
+                let now = (act.event_time_ms, adj.alert_id.as_str());
+                if let Some((prev, prev_alert)) = last_applied.insert(act.instance_id.as_str(), now) {
                     let gap_s = (act.event_time_ms - prev) / 1000;
                     assert!(
-                        gap_s >= guard.instance_cooldown_s as i64 || adj.action == Action::Notify,
+                        prev_alert == adj.alert_id || gap_s >= guard.instance_cooldown_s as i64,
                         "{} acted on twice {gap_s} s apart, inside the {} s cooldown",
                         act.instance_id,
                         guard.instance_cooldown_s
@@ -117,14 +120,30 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
                     Action::Resize => {
                         let path = format!("/pods/{}/resize", act.instance_id);
                         assert!(!writes_to(&requests, &path).is_empty(), "no PATCH {path} for {}", act.adjustment_id);
-                        let cpu = act.cpu_millis.expect("a resize sets cpu") as u64;
-                        let (cpu0, _) = before[&act.instance_id];
-                        assert!(cpu <= guard.cpu_cap.0 && cpu >= guard.cpu_floor.0, "cpu {cpu} outside the guardrails");
                         assert!(
-                            cpu as f64 <= (cpu0 as f64 * adj.cpu_factor * 1.001).max(cpu0 as f64 * 1.001),
-                            "cpu {cpu} beyond {cpu0} × {}",
-                            adj.cpu_factor
+                            act.cpu_millis.is_some() || act.memory_bytes.is_some(),
+                            "a resize that sets nothing: {act:?}"
                         );
+                        let (cpu0, memory0) = before[&act.instance_id];
+                        if let Some(cpu) = act.cpu_millis.map(|c| c as u64) {
+                            assert!(
+                                cpu <= guard.cpu_cap.0 && cpu >= guard.cpu_floor.0,
+                                "cpu {cpu} outside the guardrails"
+                            );
+                            assert!(
+                                cpu as f64 <= cpu0 as f64 * adj.cpu_factor.max(1.0) * 1.001,
+                                "cpu {cpu} beyond {cpu0} × {}",
+                                adj.cpu_factor
+                            );
+                        }
+                        if let Some(memory) = act.memory_bytes.map(|m| m as u64) {
+                            assert!(memory <= guard.memory_cap.0, "memory {memory} above the cap");
+                            assert!(
+                                memory as f64 <= memory0 as f64 * adj.memory_factor.max(1.0) * 1.001,
+                                "memory {memory} beyond {memory0} × {}",
+                                adj.memory_factor
+                            );
+                        }
                     }
                     Action::ScaleOut => {
                         let scale: Vec<Recorded> = writes_to(&requests, "/scale");

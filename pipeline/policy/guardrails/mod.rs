@@ -29,8 +29,9 @@
 //! rebuilt after a restart by remembering earlier records judges as before. Event times
 //! may come out of order (adjustments of many partitions interleave): every window is
 //! checked on both sides of the new action, so the guarantees hold for any order. An
-//! adjustment more than the longest cooldown (at least a minute) behind the latest one
-//! remembered is refused as late, because the state it would be checked against is gone.
+//! adjustment more than [`FleetLimits::history_ms`] (at least the longest cooldown and a
+//! minute) behind the latest one remembered is refused as late, because the state it
+//! would be checked against is gone.
 
 mod caps;
 mod window;
@@ -45,6 +46,10 @@ use super::Policies;
 /// The rolling window of the fleet-wide rate limits.
 pub const MINUTE_MS: i64 = 60_000;
 
+/// Six hours: the partitions of a consumer group drift apart by minutes in steady state
+/// and by hours after an outage; actions a few hundred a hour at most.
+pub const DEFAULT_HISTORY_MS: i64 = 6 * 3_600_000;
+
 /// Limits that hold for the whole fleet, whatever the application type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FleetLimits {
@@ -54,13 +59,22 @@ pub struct FleetLimits {
     pub max_notifications_per_minute: u32,
     /// Decide and audit only, for every application type.
     pub dry_run: bool,
+    /// How far behind the latest action (event time) actions are still remembered, so
+    /// that partitions read unevenly (one hours behind another after a restart) are
+    /// still judged against each other; at least the longest cooldown.
+    pub history_ms: i64,
 }
 
 impl Default for FleetLimits {
     /// 30 actions and 10 notifications a minute: enough for a bad minute of a large
     /// fleet, too few for a feedback loop to resize everything at once.
     fn default() -> Self {
-        Self { max_actions_per_minute: 30, max_notifications_per_minute: 10, dry_run: false }
+        Self {
+            max_actions_per_minute: 30,
+            max_notifications_per_minute: 10,
+            dry_run: false,
+            history_ms: DEFAULT_HISTORY_MS,
+        }
     }
 }
 
@@ -96,7 +110,8 @@ impl Guardrails {
             .map(|g| g.instance_cooldown_s.max(g.workload_cooldown_s))
             .max()
             .unwrap_or(0);
-        let horizon_ms = i64::try_from(longest_s.saturating_mul(1000)).unwrap_or(i64::MAX / 4).max(MINUTE_MS);
+        let horizon_ms =
+            i64::try_from(longest_s.saturating_mul(1000)).unwrap_or(i64::MAX / 4).max(MINUTE_MS).max(fleet.history_ms);
         Self {
             policies: policies.clone(),
             fleet,

@@ -222,7 +222,7 @@ fn dry_run_allows_with_the_flag_and_still_counts() {
 
 #[test]
 fn late_adjustments_are_refused_once_their_state_is_forgotten() {
-    let mut g = rails(FleetLimits::default());
+    let mut g = rails(FleetLimits { history_ms: 0, ..FleetLimits::default() });
     for i in 0..20i64 {
         let a = adj(&format!("i{i}"), &format!("x{i}"), Action::Notify, i * 600_000);
         g.remember(&a, &allow(g.check(&a, &known())));
@@ -345,7 +345,7 @@ proptest! {
         let policy = flood_policy();
         let g_set = policy.guardrails.clone();
         let k = 5u32;
-        let mut g = Guardrails::new(&Policies::from_files([policy]), FleetLimits { max_actions_per_minute: k, max_notifications_per_minute: 3, dry_run: false });
+        let mut g = Guardrails::new(&Policies::from_files([policy]), FleetLimits { max_actions_per_minute: k, max_notifications_per_minute: 3, ..FleetLimits::default() });
         // Every instance belongs to one workload, as in a real fleet.
         let mut allowed: Vec<(Adjustment, Plan)> = Vec::new();
         for it in &items {
