@@ -77,7 +77,7 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
     let (_rt, kube) = fake_kube();
     let instances: BTreeSet<String> = adjustments.iter().map(|a| a.instance_id.clone()).collect();
     seed_fleet(&kube, &instances);
-    let before: BTreeMap<&String, (u64, u64)> = instances.iter().map(|i| (i, limits(&kube, i))).collect();
+    let before: BTreeMap<String, (u64, u64)> = instances.iter().map(|i| (i.clone(), limits(&kube, i))).collect();
     let group = common::unique("a");
     let flags = ["--backend", "kubernetes", "--kube-url", &kube.url, "--max-actions-per-minute", "6"];
     let mut a = actuator(bootstrap, &prefix, &group, &flags);
@@ -93,6 +93,7 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
     let mut applied_per_minute: BTreeMap<i64, usize> = BTreeMap::new();
     let mut last_applied: BTreeMap<&str, (i64, &str)> = BTreeMap::new();
     let mut seen = BTreeMap::new();
+    let mut current = before.clone();
     let mut ordered: Vec<&Actuation> = audit.iter().collect();
     ordered.sort_by_key(|a| a.event_time_ms);
     for act in ordered {
@@ -124,7 +125,8 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
                             act.cpu_millis.is_some() || act.memory_bytes.is_some(),
                             "a resize that sets nothing: {act:?}"
                         );
-                        let (cpu0, memory0) = before[&act.instance_id];
+                        // What the pod had before this resize: its seed, or the last resize.
+                        let (cpu0, memory0) = current[&act.instance_id];
                         if let Some(cpu) = act.cpu_millis.map(|c| c as u64) {
                             assert!(
                                 cpu <= guard.cpu_cap.0 && cpu >= guard.cpu_floor.0,
@@ -144,6 +146,8 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
                                 adj.memory_factor
                             );
                         }
+                        let now = current.get_mut(&act.instance_id).expect("a seeded pod");
+                        *now = (act.cpu_millis.map_or(now.0, |c| c as u64), act.memory_bytes.map_or(now.1, |m| m as u64));
                     }
                     Action::ScaleOut => {
                         let scale: Vec<Recorded> = writes_to(&requests, "/scale");
