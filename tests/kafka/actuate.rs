@@ -263,3 +263,80 @@ fn a_malformed_policy_file_stops_the_actuator_before_it_reads_anything() {
     assert!(stderr.contains("web.toml") && stderr.contains("no_such_setting"), "{stderr}");
     assert!(stderr.contains("web.toml:2:"), "the error names the line: {stderr}");
 }
+
+#[test]
+fn critical_tier_notifications_reach_an_alertmanager_endpoint_within_their_rate_limit() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("notify");
+    let group = common::unique("g");
+    create_topics(bootstrap, &prefix);
+    let (receiver, url) = Receiver::start();
+    let start = crate::detect::start_ms();
+    // Five instances reach the top tier within one minute.
+    let notifications: Vec<Adjustment> = (1..=5)
+        .map(|i| Adjustment {
+            id: format!("alert-{i}/notify-{i}"),
+            action: Action::Notify,
+            cpu_factor: 1.0,
+            memory_factor: 1.0,
+            tier: 3,
+            reason: "anomaly score 97 (tier 91-100)".into(),
+            event_time_ms: start + i as i64 * 1_000,
+            ..adjustment(i, start)
+        })
+        .collect();
+    produce(bootstrap, &format!("{prefix}.adjustments"), &notifications, 0);
+    let flags = ["--backend", "sim", "--notify-url", &url, "--max-notifications-per-minute", "2"];
+    let mut a = actuator(bootstrap, &prefix, &group, &flags);
+    wait_committed(bootstrap, &group, &format!("{prefix}.adjustments"), 5, Duration::from_secs(120), &mut a);
+    a.terminate();
+
+    let audit = actuations(bootstrap, &prefix);
+    assert_eq!(audit.len(), 5);
+    let applied: Vec<&Actuation> = audit.iter().filter(|a| a.result == ActuationResult::Applied).collect();
+    assert_eq!(applied.len(), 2, "two notifications a minute: {audit:?}");
+    assert!(applied.iter().all(|a| a.backend == "notify"));
+    for refused in audit.iter().filter(|a| a.result != ActuationResult::Applied) {
+        assert_eq!(refused.result, ActuationResult::Refused);
+        assert!(refused.detail.starts_with("notification rate limit"), "{}", refused.detail);
+    }
+    let received = receiver.snapshot();
+    let keys: Vec<&String> = received.effects.keys().collect();
+    let mut sent: Vec<&String> = applied.iter().map(|a| &a.adjustment_id).collect();
+    sent.sort();
+    assert_eq!(keys, sent, "the receiver got exactly the applied notifications");
+    for (key, body) in &received.bodies {
+        // Alertmanager's POST /api/v2/alerts body: a list of alerts.
+        let alert = &body[0];
+        assert_eq!(alert["labels"]["alertname"], "AugurFailurePredicted", "{body}");
+        assert_eq!(alert["labels"]["severity"], "critical");
+        assert_eq!(alert["annotations"]["adjustment_id"], key.as_str());
+        assert!(alert["startsAt"].as_str().is_some_and(|s| s.ends_with('Z')), "{body}");
+    }
+}
+
+#[test]
+fn a_backend_that_refuses_us_stops_the_actuator_with_nothing_committed() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("fatal");
+    let group = common::unique("g");
+    create_topics(bootstrap, &prefix);
+    let (receiver, url) = Receiver::start();
+    // The receiver answers 400 without an Idempotency-Key; a URL that 404s is a wrong
+    // URL: every adjustment would fail the same way.
+    let wrong = url.replace("/hook", "/no-such-path");
+    produce(bootstrap, &format!("{prefix}.adjustments"), &[adjustment(1, crate::detect::start_ms())], 0);
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy = permissive_policy(policy_dir.path());
+    let out = common::augur()
+        .args(["actuate", "--brokers", bootstrap, "--topic-prefix", &prefix, "--group", &group])
+        .args(["--replica-id", "one", "--backend", "webhook", "--webhook-url", &wrong, "--policy", &policy])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the actuator went on after a 404");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("404") && stderr.contains("no-such-path"), "{stderr}");
+    assert_eq!(crate::detect::committed(bootstrap, &group, &format!("{prefix}.adjustments"), 3).unwrap_or(0), 0);
+    assert!(actuations(bootstrap, &prefix).is_empty(), "an audit record was committed");
+    assert_eq!(receiver.snapshot().posts, 0);
+}

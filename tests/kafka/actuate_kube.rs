@@ -6,9 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use augur::actuate::kubernetes::quantity;
-use augur::codec::{Action, Actuation, ActuationResult, Adjustment, Codec};
+use augur::codec::{Action, Actuation, ActuationResult, Adjustment};
 use rand::Rng;
-use rdkafka::message::Message;
 use serde_json::json;
 
 use crate::actuate::{actuations, actuator, adjustment, create_topics, permissive_policy, produce};
@@ -54,14 +53,6 @@ fn writes_to(requests: &[Recorded], suffix: &str) -> Vec<Recorded> {
     requests.iter().filter(|r| r.method != "GET" && r.path.ends_with(suffix)).cloned().collect()
 }
 
-fn adjustments_of(bootstrap: &str, prefix: &str) -> Vec<Adjustment> {
-    let codec = Codec::<Adjustment>::new();
-    common::read_all(bootstrap, &format!("{prefix}.adjustments"))
-        .iter()
-        .map(|m| codec.decode(m.payload().expect("adjustment payload")).expect("adjustment decodes"))
-        .collect()
-}
-
 #[test]
 fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails() {
     let bootstrap = common::bootstrap();
@@ -71,7 +62,7 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
     let mut d = detector(bootstrap, &prefix, &group, "r", &[]);
     wait_committed(bootstrap, &group, &format!("{prefix}.telemetry"), records as i64, Duration::from_secs(600), &mut d);
     d.terminate();
-    let adjustments = adjustments_of(bootstrap, &prefix);
+    let adjustments = crate::detect::adjustments(bootstrap, &prefix);
     assert!(adjustments.iter().any(|a| a.action == Action::Resize), "no resize decided: {adjustments:?}");
 
     let (_rt, kube) = fake_kube();
@@ -147,7 +138,8 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
                             );
                         }
                         let now = current.get_mut(&act.instance_id).expect("a seeded pod");
-                        *now = (act.cpu_millis.map_or(now.0, |c| c as u64), act.memory_bytes.map_or(now.1, |m| m as u64));
+                        *now =
+                            (act.cpu_millis.map_or(now.0, |c| c as u64), act.memory_bytes.map_or(now.1, |m| m as u64));
                     }
                     Action::ScaleOut => {
                         let scale: Vec<Recorded> = writes_to(&requests, "/scale");

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use augur::codec::{Alert, AlertKind, Codec, DeadLetter, TelemetrySample};
+use augur::codec::{Adjustment, Alert, AlertKind, Codec, DeadLetter, TelemetrySample};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -151,6 +151,17 @@ pub(crate) fn alerts(bootstrap: &str, prefix: &str) -> Vec<Alert> {
         .collect()
 }
 
+/// The adjustments the detector's policy wrote, sorted by id.
+pub(crate) fn adjustments(bootstrap: &str, prefix: &str) -> Vec<Adjustment> {
+    let codec = Codec::<Adjustment>::new();
+    let mut all: Vec<Adjustment> = common::read_all(bootstrap, &format!("{prefix}.adjustments"))
+        .iter()
+        .map(|m| codec.decode(m.payload().expect("adjustment payload")).expect("adjustment decodes"))
+        .collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    all
+}
+
 fn ids(alerts: &[Alert]) -> Vec<String> {
     let mut ids: Vec<String> = alerts.iter().map(|a| a.id.clone()).collect();
     ids.sort();
@@ -293,6 +304,10 @@ fn sigkilled_and_restarted_detector_emits_exactly_the_alerts_of_an_uninterrupted
     for a in &got {
         assert_eq!(Some(&a), by_id.get(a.id.as_str()), "alert {} differs", a.id);
     }
+    // The policy's adjustments, written in the same transactions, likewise.
+    let decided = adjustments(bootstrap, &clean);
+    assert!(!decided.is_empty(), "the clean run decided no adjustment");
+    assert_eq!(adjustments(bootstrap, &crashed), decided, "adjustments differ from the uninterrupted run");
 }
 
 #[test]
