@@ -105,23 +105,30 @@ impl Decoder {
         }
         match self {
             Self::Telemetry(c) => json(c, bytes),
-            Self::Alerts(c) => {
-                // Alerts also name the instance as `instance`, the field people and
-                // scripts subscribing to alerts look for; `instance_id` stays as in the schema.
-                let mut v = json(c, bytes)?;
-                if let Some(id) = v.get("instance_id").cloned() {
-                    v["instance"] = id;
+            // Alerts and adjustments also name the instance as `instance`, the field people
+            // and scripts subscribing to them look for; `instance_id` stays as in the schema.
+            Self::Alerts(c) => json(c, bytes).map(with_instance),
+            Self::Adjustments(c) => json(c, bytes).map(with_instance),
+            // Results read as the audit speaks of them: applied, duplicate, refused, ...
+            Self::Actuations(c) => json(c, bytes).map(|mut v| {
+                if let Some(r) = v.get("result").and_then(|r| r.as_str()).map(str::to_lowercase) {
+                    v["result"] = r.into();
                 }
-                Ok(v)
-            }
-            Self::Adjustments(c) => json(c, bytes),
-            Self::Actuations(c) => json(c, bytes),
+                v
+            }),
             Self::Signatures(c) => json(c, bytes),
             Self::Models(c) => json(c, bytes),
             Self::Feedback(c) => json(c, bytes),
             Self::Dlq(c) => json(c, bytes),
         }
     }
+}
+
+fn with_instance(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(id) = v.get("instance_id").cloned() {
+        v["instance"] = id;
+    }
+    v
 }
 
 /// Prints records of `args.topic` to `out` until `--max`, `--idle-exit` or shutdown.

@@ -188,6 +188,11 @@ impl PartitionState {
         for ((w, offset), score) in pending.iter().zip(scores) {
             self.evaluate(shared, &judge.matcher, dtw, w, score, *offset, out);
         }
+        // Only now, and only instances the window store has forgotten (idle past the
+        // expiry): their next window starts afresh, so their decision can never be a
+        // previous one again. Pruning by the partition's clock while windows wait for
+        // this flush would make alerts depend on where batches happen to end.
+        self.active.retain(|instance, _| shared.windows.holds(instance));
     }
 
     /// Processes one record; windows it closes wait for [`Self::flush`].
@@ -244,8 +249,6 @@ impl PartitionState {
             }
             self.liveness.forget(b, shared.idle_expiry_ms);
             shared.windows.expire(self.partition, b);
-            let horizon = b - shared.lookback_ms;
-            self.active.retain(|_, a| a.end_ms >= horizon);
         }
     }
 
@@ -373,3 +376,7 @@ impl PartitionState {
 pub fn alert_id(instance: &str, kind: AlertKind, signature: Option<&str>, at_ms: i64) -> String {
     format!("{instance}/{}/{}/{at_ms}", kind.name(), signature.unwrap_or("-"))
 }
+
+#[cfg(test)]
+#[path = "partition_tests.rs"]
+mod tests;

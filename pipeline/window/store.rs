@@ -284,6 +284,11 @@ impl Windows {
         removed
     }
 
+    /// Whether the store still holds this instance (it has not expired or been dropped).
+    pub fn holds(&self, instance_id: &str) -> bool {
+        self.map.contains_key(instance_id)
+    }
+
     /// Instances held.
     pub fn len(&self) -> usize {
         self.map.len()

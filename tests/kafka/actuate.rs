@@ -313,6 +313,31 @@ fn critical_tier_notifications_reach_an_alertmanager_endpoint_within_their_rate_
         assert_eq!(alert["annotations"]["adjustment_id"], key.as_str());
         assert!(alert["startsAt"].as_str().is_some_and(|s| s.ends_with('Z')), "{body}");
     }
+
+    // What `augur tail` shows of both topics.
+    let tail = |topic: &str| -> Vec<serde_json::Value> {
+        let out = common::run_ok(common::augur().args(["tail", topic, "--from-beginning", "--max", "5"]).args([
+            "--brokers",
+            bootstrap,
+            "--topic-prefix",
+            &prefix,
+        ]));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let shown = tail("adjustments");
+    assert_eq!(shown.len(), 5);
+    for v in &shown {
+        for field in ["id", "alert_id", "instance", "action", "cpu_factor", "memory_factor", "replicas_delta", "reason"]
+        {
+            assert!(v.get(field).is_some(), "tail adjustments lacks {field}: {v}");
+        }
+    }
+    let shown = tail("actuations");
+    assert_eq!(shown.len(), 5);
+    for v in &shown {
+        assert!(v["adjustment_id"].is_string() && v["detail"].is_string(), "{v}");
+        assert!(["applied", "refused"].contains(&v["result"].as_str().unwrap_or("")), "{v}");
+    }
 }
 
 #[test]
