@@ -70,6 +70,10 @@ pub fn pool() -> impl Strategy<Value = Pool> {
 }
 
 impl Pool {
+    /// A pool of plain values, for tests that need one record of each type.
+    fn plain() -> Self {
+        Pool { s: vec!["a".to_owned(); 8], i: vec![1; 8], f: vec![0.5; 8], flag: true, pick: 0, bytes: Vec::new() }
+    }
     fn i32(&self, n: usize) -> i32 {
         self.i[n] as i32
     }
@@ -384,4 +388,33 @@ proptest! {
             prop_assert!(!reason.is_empty());
         }
     }
+}
+
+/// Found by the property above: a clock far in the past overflowed the difference the
+/// refusal reports (`timestamp - clock`) and panicked instead of refusing.
+#[test]
+fn a_clock_far_in_the_past_gives_a_reason_not_an_overflow() {
+    let sample = TelemetrySample {
+        instance_id: "a".to_owned(),
+        app_type: String::new(),
+        function: String::new(),
+        seq: 1_600_000_000_000,
+        timestamp_ms: 1_600_000_000_000,
+        metrics: Vec::new(),
+        labels: BTreeMap::new(),
+    };
+    let reason = validate::check(&sample, None, Some(i64::MIN), 3_600_000).expect_err("ahead of the clock");
+    assert!(reason.contains("ahead of the partition's event time"), "{reason}");
+}
+
+/// A header and a sample whose metric list claims half a billion entries in 15 bytes:
+/// refused at the end of the input, not by reserving memory for the claim first.
+#[test]
+fn a_huge_block_count_is_refused_not_allocated() {
+    let codec = Codec::<TelemetrySample>::new();
+    let mut bytes = codec.encode(&Pool::plain().telemetry()).expect("encodes")[..HEADER_LEN].to_vec();
+    // Three empty strings, seq 0, timestamp 0, then a block count of 2^29 (zig-zag).
+    bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0x80, 0x80, 0x80, 0x80, 0x04]);
+    let e = codec.decode(&bytes).expect_err("truncated").to_string();
+    assert!(e.contains("TelemetrySample body does not decode"), "{e}");
 }

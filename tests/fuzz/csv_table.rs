@@ -192,3 +192,31 @@ fn empty_and_header_only_files_are_refused_at_their_line() {
         assert!(e.starts_with(&format!("e.csv line {line} column 1:")), "{e}");
     }
 }
+
+/// Found by the property above: a timestamp of 2⁶³ ms saturated to `i64::MAX` and the
+/// windowing overflowed on it; it is now refused where it is written.
+#[test]
+fn a_timestamp_beyond_9999_is_refused_at_its_cell() {
+    let text = "timestamp,log_error_lines_per_second\n9223372036854775808,\n1600000010,\n";
+    let e = Table::parse(text, Path::new("t.csv")).expect_err("year 292 million").to_string();
+    assert!(e.starts_with("t.csv line 2 column 1:") && e.contains("after 9999-12-31"), "{e}");
+}
+
+/// Found by the property above: rows from 1973 and 9999 made the windowing step through
+/// every empty hop between them (hours); the windows of the rows are still cut.
+#[test]
+fn rows_millennia_apart_are_windowed_without_walking_the_gap() {
+    let text = "timestamp,cpu_utilization_ratio\n1e11,0.5\n1600000000,0.5\n9999-12-31T23:59:59Z,0.5\n";
+    let table = Table::parse(text, Path::new("t.csv")).expect("valid rows");
+    // Any row makes a window, so that every row's windows can be looked for.
+    let config = WindowConfig { min_coverage: 0.0, ..WindowConfig::default() };
+    let data = sources::csv(&table, "t", &config).expect("windows");
+    assert_eq!((data.first_event_ms, data.last_event_ms), (100_000_000_000, 253_402_300_799_000));
+    let length = config.length_ms();
+    for &t in &table.times {
+        let seen = data.windows.iter().filter(|(end, _)| t < *end && t >= end - length).count();
+        assert!(seen > 0, "no window holds the row at {t} ms");
+    }
+    let empty = data.windows.iter().find(|(end, _)| !table.times.iter().any(|&t| t < *end && t >= end - length));
+    assert_eq!(empty, None, "a window without a row");
+}
