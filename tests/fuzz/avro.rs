@@ -18,7 +18,7 @@ use proptest::test_runner::TestCaseError;
 use super::{apply, config, edits, long_string, Edit};
 
 /// Every record type's cases: decoding is fast, but a property builds eight records
-/// and decodes three inputs per case; 256 cases take about a second in a debug build.
+/// and decodes five inputs per case; 256 cases take about two seconds in a debug build.
 const CASES: u32 = 256;
 
 /// Values to build any record of the contract from.
@@ -353,7 +353,7 @@ fn timestamp() -> impl Strategy<Value = i64> {
 }
 
 /// The admission check runs on every record the detector decodes: 512 cases of a check
-/// that does no I/O take well under a second.
+/// that does no I/O take about a second.
 const ADMISSION_CASES: u32 = 512;
 
 proptest! {

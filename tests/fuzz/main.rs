@@ -14,9 +14,10 @@
 //!
 //! Bounded time: every property sets its case count explicitly (see each `CASES`),
 //! chosen so that it runs in a few seconds in a debug build; `cargo test --test fuzz`
-//! runs all of them, without Kafka or network. A failure is shrunk and its seed saved
-//! beside the property (`*.proptest-regressions`); every bug found this way also has a plain
-//! `#[test]` with the minimized input next to its property.
+//! runs all of them, without Kafka or network, in about 15 s on two cores. A failure
+//! is shrunk and its seed saved in `tests/proptest-regressions/<module>.txt`, replayed
+//! first on every run; every bug found this way also has a plain `#[test]` with the
+//! minimized input next to its property.
 
 mod avro;
 mod csv_table;

@@ -16,7 +16,7 @@ use proptest::sample::Index;
 use super::{apply_text, config, edits, long_string, Edit, NOT_A_NUMBER};
 
 /// A case parses a file of about a hundred lines a few times and loads a directory of
-/// two: 256 cases take a few seconds in a debug build.
+/// two: 256 cases take about two seconds in a debug build.
 const CASES: u32 = 256;
 
 const SHIPPED: [&str; 4] = [

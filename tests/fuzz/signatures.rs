@@ -18,7 +18,7 @@ use proptest::sample::Index;
 use super::{apply_text, config, edits, long_string, Edit, NOT_A_NUMBER};
 
 /// A case parses a few kilobytes of JSON three times and writes one temporary file:
-/// 256 cases take a few seconds in a debug build.
+/// 256 cases take about two seconds in a debug build.
 const CASES: u32 = 256;
 
 fn valid_signature() -> impl Strategy<Value = FailureSignature> {
