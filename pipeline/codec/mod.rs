@@ -26,6 +26,13 @@ pub const MAGIC: [u8; 2] = [0xC3, 0x01];
 /// Magic plus fingerprint.
 pub const HEADER_LEN: usize = 10;
 
+/// Largest string, byte string or block of items a decoded record may claim. A record
+/// must fit in one Kafka message (1 MiB by default), so no honest length comes near
+/// this. Without it apache-avro accepts claims of up to 512 MiB and reserves room for
+/// that many items before reading one: 15 bytes that claim 2²⁹ metrics asked for
+/// 30 GB and aborted the process (found by tests/fuzz).
+pub const MAX_DECODE_ALLOCATION: usize = 8 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("record is {len} bytes, shorter than the {HEADER_LEN}-byte Avro single-object header")]
@@ -104,6 +111,9 @@ impl<T: Record> Codec<T> {
 
     /// A codec writing and reading `schema_json` (a version of `T`'s schema).
     pub fn with_schema(schema_json: &str) -> Result<Self, CodecError> {
+        // Process-wide in apache-avro and fixed by its first use, which is a decode
+        // through a codec built here.
+        apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION);
         let schema = Schema::parse_str(schema_json).map_err(|e| CodecError::Schema(Box::new(e)))?;
         let fp = fingerprint(&schema);
         let mut header = [0u8; HEADER_LEN];

@@ -41,7 +41,9 @@ pub fn check(
             return Err(format!(
                 "timestamp {} ms is {} s ahead of the partition's event time {} ms (at most {} s allowed)",
                 sample.timestamp_ms,
-                (sample.timestamp_ms - clock) / 1000,
+                // Saturating: the clock is any i64 to this function, and a clock far in
+                // the past would overflow the difference (found by tests/fuzz).
+                sample.timestamp_ms.saturating_sub(clock) / 1000,
                 clock,
                 max_future_ms / 1000
             ));

@@ -209,6 +209,14 @@ pub fn csv(table: &Table, app_type: &str, window: &WindowConfig) -> Result<Datas
     let mut windows = Vec::new();
     let mut end = (first.div_euclid(window.hop_ms) + 1) * window.hop_ms;
     while end <= last + window.step_ms {
+        // Rows years apart would cost one step per hop of the empty stretch between them
+        // (hours for a file spanning 1970 to 9999, found by tests/fuzz): jump to the
+        // first window end past the next row. The windows skipped hold no row.
+        let Some(&next) = times.get(times.partition_point(|&t| t < end - window.length_ms())) else { break };
+        if next >= end {
+            end = (next.div_euclid(window.hop_ms) + 1) * window.hop_ms;
+            continue;
+        }
         if let Some(w) = window_at(&times, &values, features.len(), end, window) {
             windows.push((end, w));
         }
@@ -225,6 +233,9 @@ pub fn csv(table: &Table, app_type: &str, window: &WindowConfig) -> Result<Datas
     })
 }
 
+/// 9999-12-31T23:59:59.999Z in epoch milliseconds: no later time is telemetry.
+const LATEST_MS: i64 = 253_402_300_799_999;
+
 /// Epoch seconds or milliseconds (by size: below 10¹¹ is seconds, which covers
 /// seconds up to the year 5138 and milliseconds from 1973), or RFC 3339 /
 /// `YYYY-MM-DD HH:MM:SS[.fff]` in UTC.
@@ -233,7 +244,13 @@ pub fn parse_timestamp(s: &str) -> Result<i64, String> {
         if !n.is_finite() || n < 0.0 {
             return Err(format!("timestamp {s:?} must be a non-negative epoch time"));
         }
-        return Ok(if n < 1e11 { (n * 1000.0).round() as i64 } else { n.round() as i64 });
+        let ms = if n < 1e11 { n * 1000.0 } else { n }.round();
+        // Checked before the cast, which would saturate 1e300 to i64::MAX and overflow the
+        // window arithmetic of `csv` (found by tests/fuzz).
+        if ms > LATEST_MS as f64 {
+            return Err(format!("timestamp {s:?} is after 9999-12-31, the last time RFC 3339 can write"));
+        }
+        return Ok(ms as i64);
     }
     let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
         format!("timestamp {s:?} is neither epoch seconds/milliseconds nor RFC 3339 / YYYY-MM-DD HH:MM:SS")
