@@ -109,7 +109,7 @@ pub async fn actuate<B: Backend, G: Gate + ?Sized>(
         instance_id: adjustment.instance_id.clone(),
         app_type: adjustment.app_type.clone(),
         function: adjustment.function.clone(),
-        action: action_name(adjustment),
+        action: adjustment.action.symbol().to_owned(),
         backend: name.to_owned(),
         result,
         detail,
@@ -160,11 +160,6 @@ pub async fn actuate<B: Backend, G: Gate + ?Sized>(
     }
 }
 
-/// The action as the audit spells it (the adjustment schema's symbol).
-pub fn action_name(adjustment: &Adjustment) -> String {
-    serde_json::to_value(adjustment.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
 /// "set cpu 1000m→1250m, memory 512Mi→589Mi" for the audit.
 pub fn describe(plan: &Plan, current: &Resources) -> String {
     let mut parts = Vec::new();
@@ -176,7 +171,7 @@ pub fn describe(plan: &Plan, current: &Resources) -> String {
         parts.push(format!("cpu {}", arrow(current.cpu_millis, c, &|v| format!("{v}m"))));
     }
     if let Some(m) = plan.memory_bytes {
-        parts.push(format!("memory {}", arrow(current.memory_bytes, m, &|v| format!("{}Mi", v / (1 << 20)))));
+        parts.push(format!("memory {}", arrow(current.memory_bytes, m, &|v| crate::policy::Memory(v).to_string())));
     }
     if let Some(r) = plan.replicas {
         parts.push(format!("replicas {}", arrow(current.replicas.map(u64::from), u64::from(r), &|v| v.to_string())));
@@ -185,11 +180,7 @@ pub fn describe(plan: &Plan, current: &Resources) -> String {
         parts.push(format!("shed {:.0}% of new requests", plan.shed_fraction * 100.0));
     }
     let what = if parts.is_empty() { "change nothing measurable".to_owned() } else { parts.join(", ") };
-    format!("{} {what}", action_name_of(plan.action).to_lowercase())
-}
-
-fn action_name_of(action: crate::codec::Action) -> String {
-    serde_json::to_value(action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    format!("{} {what}", plan.action.symbol().to_lowercase())
 }
 
 /// Wall time, for the audit's `applied_at_ms` only; no decision reads it.

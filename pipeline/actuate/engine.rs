@@ -194,9 +194,9 @@ pub fn run<B: Backend, N: Backend>(
                 for out in &outs {
                     match out {
                         Out::Audit(a) => {
-                            let r = result_name(a.result);
-                            *totals.by_result.entry(r.clone()).or_default() += 1;
-                            config.metrics.actuations.get_or_create(&ResultLabels { result: r }).inc();
+                            let r = a.result.name();
+                            *totals.by_result.entry(r.to_owned()).or_default() += 1;
+                            config.metrics.actuations.get_or_create(&ResultLabels { result: r.to_owned() }).inc();
                         }
                         Out::Dead(_) => {
                             totals.dead += 1;
@@ -274,7 +274,7 @@ fn no_notifier(a: &Adjustment) -> Actuation {
         instance_id: a.instance_id.clone(),
         app_type: a.app_type.clone(),
         function: a.function.clone(),
-        action: apply::action_name(a),
+        action: a.action.symbol().to_owned(),
         backend: "notify".to_owned(),
         result: ActuationResult::Refused,
         detail: "no --notify-url configured: operations not notified".to_owned(),
@@ -285,10 +285,6 @@ fn no_notifier(a: &Adjustment) -> Actuation {
         event_time_ms: a.event_time_ms,
         applied_at_ms: apply::wall_ms(),
     }
-}
-
-pub fn result_name(r: ActuationResult) -> String {
-    serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_lowercase)).unwrap_or_default()
 }
 
 fn transact(
@@ -312,15 +308,7 @@ fn transact(
                     .timestamp(a.applied_at_ms);
                 txn::send(producer, record)?;
             }
-            Out::Dead(d) => {
-                dead_codec.encode_into(d, &mut buf).map_err(TxnError::Encode)?;
-                let headers = crate::kafka::dead_letter_headers(d);
-                let mut record = BaseRecord::to(&config.dlq_topic).payload(&buf).headers(headers);
-                if let Some(key) = &d.key {
-                    record = record.key(key.as_slice());
-                }
-                txn::send(producer, record)?;
-            }
+            Out::Dead(d) => txn::send_dead_letter(producer, dead_codec, &config.dlq_topic, d, &mut buf)?,
         }
     }
     txn::commit(producer, consumer.group_metadata(), offsets)

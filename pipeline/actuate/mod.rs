@@ -26,7 +26,7 @@ use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Actuation, Adjustment, DeadLetter};
-use crate::kafka::{set_default, Cluster, ConnectError, KafkaArgs, Retention, TopicSpec};
+use crate::kafka::{Cluster, ConnectError, KafkaArgs, Retention, TopicSpec};
 use crate::observe::Readiness;
 use crate::policy::guardrails::{FleetLimits, Guardrails};
 use crate::policy::Policies;
@@ -183,13 +183,7 @@ pub async fn run_on(
             TopicSpec { name: cluster.topic::<DeadLetter>(), partitions: 1, retention: Retention::Log },
         ])
         .await?;
-    let mut consumer = cluster.consumer_config(&args.group);
-    set_default(&mut consumer, "partition.assignment.strategy", "cooperative-sticky");
-    set_default(&mut consumer, "session.timeout.ms", "10000");
-    set_default(&mut consumer, "allow.auto.create.topics", "false");
-    let mut producer = cluster.producer_config();
-    producer.set("transactional.id", format!("augur-actuate.{}.{replica_id}", args.group));
-    set_default(&mut producer, "transaction.timeout.ms", "60000");
+    let (consumer, producer) = cluster.transactional_clients("augur-actuate", &args.group, &replica_id);
     let config = EngineConfig {
         consumer,
         producer,

@@ -108,6 +108,20 @@ pub enum Action {
     None,
 }
 
+impl Action {
+    /// The schema's symbol, as audits and logs spell it.
+    pub const fn symbol(self) -> &'static str {
+        match self {
+            Self::Resize => "RESIZE",
+            Self::ScaleOut => "SCALE_OUT",
+            Self::Shed => "SHED",
+            Self::Migrate => "MIGRATE",
+            Self::Notify => "NOTIFY",
+            Self::None => "NONE",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Adjustment {
     pub id: String,
@@ -134,6 +148,19 @@ pub enum ActuationResult {
     Refused,
     Failed,
     DryRun,
+}
+
+impl ActuationResult {
+    /// Lower-case name, as metrics and people read it (`applied`, `dry_run`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+            Self::DryRun => "dry_run",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

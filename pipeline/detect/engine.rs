@@ -487,15 +487,7 @@ fn transact(
                         .timestamp(a.event_time_ms);
                     txn::send(producer, record)?;
                 }
-                Output::Dead(d) => {
-                    codecs.dead.encode_into(d, &mut buf).map_err(TxnError::Encode)?;
-                    let headers = crate::kafka::dead_letter_headers(d);
-                    let mut record = BaseRecord::to(&config.dlq_topic).payload(&buf).headers(headers);
-                    if let Some(key) = &d.key {
-                        record = record.key(key.as_slice());
-                    }
-                    txn::send(producer, record)?;
-                }
+                Output::Dead(d) => txn::send_dead_letter(producer, &codecs.dead, &config.dlq_topic, d, &mut buf)?,
             }
         }
     }

@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Adjustment, Alert, Codec, DeadLetter, FailureSignature, ModelAnnouncement, TelemetrySample};
-use crate::kafka::{set_default, Cluster, ConnectError, KafkaArgs, Retention, TopicSpec};
+use crate::kafka::{Cluster, ConnectError, KafkaArgs, Retention, TopicSpec};
 use crate::observe::Readiness;
 use crate::policy::Policies;
 use crate::signatures::SignatureTable;
@@ -223,14 +223,7 @@ pub async fn run_on(
         "signature and model tables loaded"
     );
 
-    let mut consumer = cluster.consumer_config(&args.group);
-    set_default(&mut consumer, "partition.assignment.strategy", "cooperative-sticky");
-    // A killed replica's partitions move after this long; Kafka's floor is 6 s.
-    set_default(&mut consumer, "session.timeout.ms", "10000");
-    set_default(&mut consumer, "allow.auto.create.topics", "false");
-    let mut producer = cluster.producer_config();
-    producer.set("transactional.id", format!("augur-detect.{}.{replica_id}", args.group));
-    set_default(&mut producer, "transaction.timeout.ms", "60000");
+    let (consumer, producer) = cluster.transactional_clients("augur-detect", &args.group, &replica_id);
     let config = EngineConfig {
         consumer,
         producer,

@@ -176,6 +176,22 @@ impl Cluster {
         c
     }
 
+    /// The clients of an exactly-once loop: a group member (cooperative-sticky, topics
+    /// never auto-created) and a producer with `transactional.id` `<stage>.<group>.<replica>`,
+    /// so a restarted replica fences its previous self. The user's pass-through
+    /// properties win over these defaults.
+    pub fn transactional_clients(&self, stage: &str, group: &str, replica_id: &str) -> (ClientConfig, ClientConfig) {
+        let mut consumer = self.consumer_config(group);
+        set_default(&mut consumer, "partition.assignment.strategy", "cooperative-sticky");
+        // A killed replica's partitions move after this long; Kafka's floor is 6 s.
+        set_default(&mut consumer, "session.timeout.ms", "10000");
+        set_default(&mut consumer, "allow.auto.create.topics", "false");
+        let mut producer = self.producer_config();
+        producer.set("transactional.id", format!("{stage}.{group}.{replica_id}"));
+        set_default(&mut producer, "transaction.timeout.ms", "60000");
+        (consumer, producer)
+    }
+
     /// Creates the topics that do not exist yet; existing ones are left as they are.
     pub async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<(), ConnectError> {
         if let Some(mock) = &self.embedded {

@@ -58,6 +58,23 @@ pub fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
     }
 }
 
+/// Sends a dead letter into the open transaction, keyed as its source record was, with
+/// the reason and source in headers as well as in the record.
+pub fn send_dead_letter(
+    producer: &BaseProducer,
+    codec: &crate::codec::Codec<crate::codec::DeadLetter>,
+    topic: &str,
+    dead: &crate::codec::DeadLetter,
+    buf: &mut Vec<u8>,
+) -> Result<(), TxnError> {
+    codec.encode_into(dead, buf).map_err(TxnError::Encode)?;
+    let mut record = BaseRecord::to(topic).payload(buf.as_slice()).headers(super::dead_letter_headers(dead));
+    if let Some(key) = &dead.key {
+        record = record.key(key.as_slice());
+    }
+    send(producer, record)
+}
+
 /// Adds the consumed `offsets` to the open transaction and commits it. No group
 /// metadata means the consumer is not (or no longer) a member: abort.
 pub fn commit(
