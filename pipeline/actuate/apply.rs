@@ -160,6 +160,27 @@ pub async fn actuate<B: Backend, G: Gate + ?Sized>(
     }
 }
 
+/// The audit of an adjustment refused before any backend saw it (no notifier for the
+/// critical tier, a holdout).
+pub fn refusal(a: &Adjustment, backend: &str, detail: String) -> Actuation {
+    Actuation {
+        adjustment_id: a.id.clone(),
+        instance_id: a.instance_id.clone(),
+        app_type: a.app_type.clone(),
+        function: a.function.clone(),
+        action: a.action.symbol().to_owned(),
+        backend: backend.to_owned(),
+        result: ActuationResult::Refused,
+        detail,
+        cpu_millis: None,
+        memory_bytes: None,
+        replicas: None,
+        attempts: 0,
+        event_time_ms: a.event_time_ms,
+        applied_at_ms: wall_ms(),
+    }
+}
+
 /// "set cpu 1000m→1250m, memory 512Mi→589Mi" for the audit.
 pub fn describe(plan: &Plan, current: &Resources) -> String {
     let mut parts = Vec::new();

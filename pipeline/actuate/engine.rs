@@ -268,23 +268,9 @@ fn check(a: &Adjustment) -> Option<String> {
     None
 }
 
-fn no_notifier(a: &Adjustment) -> Actuation {
-    Actuation {
-        adjustment_id: a.id.clone(),
-        instance_id: a.instance_id.clone(),
-        app_type: a.app_type.clone(),
-        function: a.function.clone(),
-        action: a.action.symbol().to_owned(),
-        backend: "notify".to_owned(),
-        result: ActuationResult::Refused,
-        detail: "no --notify-url configured: operations not notified".to_owned(),
-        cpu_millis: None,
-        memory_bytes: None,
-        replicas: None,
-        attempts: 0,
-        event_time_ms: a.event_time_ms,
-        applied_at_ms: apply::wall_ms(),
-    }
+/// Audit of a critical-tier notification with nowhere to go.
+pub(crate) fn no_notifier(a: &Adjustment) -> Actuation {
+    apply::refusal(a, "notify", "no --notify-url configured: operations not notified".to_owned())
 }
 
 fn transact(

@@ -4,16 +4,18 @@
 //! instance's current allocation (starting from its profile's nominal limits), its
 //! shed fraction and whether its non-critical work was moved away, readable through
 //! [`SimFleet`] by a simulator in the same process (the demo), with the fence kept in
-//! the same map entry as the change, so both are made in one step.
+//! the same map entry as the change, so both are made in one step. Every change is also
+//! queued as the simulator's [`Change`], in the order made, for the simulator to take.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 
 use crate::actuate::backend::{Backend, BackendError, Fence, Observed};
 use crate::codec::{Action, Adjustment};
 use crate::policy::plan::{Plan, Resources};
+use crate::simulate::Change;
 
 /// Adjustment ids remembered per instance; far more than an actuator has in flight.
 const FENCE_HISTORY: usize = 64;
@@ -34,9 +36,20 @@ pub struct SimInstance {
 #[derive(Debug, Clone, Default)]
 pub struct SimFleet {
     instances: Arc<DashMap<String, SimInstance>>,
+    /// Changes made and not yet taken by the simulator, in order.
+    queued: Arc<Mutex<Vec<(String, Change)>>>,
 }
 
+/// Share of an instance's non-critical work a migration moves: all of it.
+const MIGRATED_SHARE: f64 = 1.0;
+
 impl SimFleet {
+    /// The changes made since the last call, in the order they were made, as the
+    /// simulator's [`Change`]s of each instance.
+    pub fn take_changes(&self) -> Vec<(String, Change)> {
+        std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub fn get(&self, instance_id: &str) -> Option<SimInstance> {
         self.instances.get(instance_id).map(|e| e.value().clone())
     }
@@ -102,8 +115,44 @@ impl Backend for SimBackend {
             i.fence.pop_front();
         }
         i.changes += 1;
+        let changes = simulated(plan.action, &before, i);
+        self.fleet
+            .queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(changes.into_iter().map(|c| (adjustment.instance_id.clone(), c)));
         Ok(format!("{} on {}", crate::actuate::apply::describe(plan, &before), adjustment.instance_id))
     }
+}
+
+/// The simulator's changes that take an instance from `before` to `after`: its model
+/// speaks of factors and deltas, the plan of absolute values.
+fn simulated(action: Action, before: &Resources, after: &SimInstance) -> Vec<Change> {
+    let factor = |from: Option<u64>, to: Option<u64>| match (from, to) {
+        (Some(f), Some(t)) if f > 0 => t as f64 / f as f64,
+        _ => 1.0,
+    };
+    let mut changes = Vec::new();
+    match action {
+        Action::Resize | Action::ScaleOut => {
+            let cpu_factor = factor(before.cpu_millis, after.resources.cpu_millis);
+            let memory_factor = factor(before.memory_bytes, after.resources.memory_bytes);
+            if cpu_factor != 1.0 || memory_factor != 1.0 {
+                changes.push(Change::Resize { cpu_factor, memory_factor });
+            }
+            let replicas = |r: Option<u32>| i64::from(r.unwrap_or(1));
+            let delta = replicas(after.resources.replicas) - replicas(before.replicas);
+            if delta != 0 {
+                changes.push(Change::ScaleOut {
+                    replicas_delta: delta.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+                });
+            }
+        }
+        Action::Shed => changes.push(Change::Shed { fraction: after.shed_fraction }),
+        Action::Migrate => changes.push(Change::Migrate { fraction: MIGRATED_SHARE }),
+        Action::Notify | Action::None => {}
+    }
+    changes
 }
 
 fn unknown(adjustment: &Adjustment) -> BackendError {
@@ -170,6 +219,11 @@ mod tests {
         let i = b.fleet.get("web-checkout-0003").unwrap();
         assert_eq!(i.resources.cpu_millis, Some(cpu * 3 / 2));
         assert_eq!(i.changes, 1, "the second apply found its fence");
+        let queued = b.fleet.take_changes();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert!(matches!(queued[0], (ref id, Change::Resize { cpu_factor, memory_factor })
+            if id == "web-checkout-0003" && (cpu_factor - 1.5).abs() < 1e-3 && memory_factor == 1.0));
+        assert!(b.fleet.take_changes().is_empty(), "taken once");
     }
 
     #[tokio::test]

@@ -223,7 +223,11 @@ pub async fn run_on(
         "signature and model tables loaded"
     );
 
-    let (consumer, producer) = cluster.transactional_clients("augur-detect", &args.group, &replica_id);
+    let (mut consumer, producer) = cluster.transactional_clients("augur-detect", &args.group, &replica_id);
+    // A batch collects for `batch_wait`: a broker holding a fetch open for longer than
+    // that only delays the batch.
+    let fetch_wait_ms = args.batch_wait.as_millis().clamp(1, 500).to_string();
+    crate::kafka::set_default(&mut consumer, "fetch.wait.max.ms", &fetch_wait_ms);
     let config = EngineConfig {
         consumer,
         producer,

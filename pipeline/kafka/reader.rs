@@ -6,6 +6,7 @@
 //! partition's high watermark (as of the call), partition by partition, handed to a
 //! callback. Joins no consumer group and commits nothing.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -138,6 +139,99 @@ pub fn read_partition<C: rdkafka::consumer::ConsumerContext>(
     }
     Ok(read)
 }
+
+/// Reads a topic's committed records in installments: each [`Follower::read_new`]
+/// hands over what was committed since the previous call, every partition at once.
+/// For a caller that knows when the writers are done (the demo steps its stages in
+/// turn), so it waits for records below the watermarks only.
+pub struct Follower {
+    consumer: BaseConsumer,
+    topic: String,
+    /// Next offset to read, per partition.
+    next: BTreeMap<i32, i64>,
+}
+
+impl Follower {
+    /// Starts at the oldest retained record of every partition `topic` has now.
+    pub fn new(config: &ClientConfig, topic: &str) -> Result<Self, ReadError> {
+        let err = |source| ReadError::Kafka { topic: topic.to_owned(), source };
+        let mut config = config.clone();
+        // The end of a partition is often a transaction marker, never delivered: ask
+        // again soon rather than after the default half second.
+        config.set("fetch.wait.max.ms", "10");
+        let consumer = self::consumer(&config).map_err(err)?;
+        let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT).map_err(err)?;
+        let mut next = BTreeMap::new();
+        for p in
+            metadata.topics().iter().filter(|t| t.name() == topic && t.error().is_none()).flat_map(|t| t.partitions())
+        {
+            let (low, _) = consumer.fetch_watermarks(topic, p.id(), CALL_TIMEOUT).map_err(err)?;
+            next.insert(p.id(), low);
+        }
+        if next.is_empty() {
+            return Err(ReadError::NoTopic(topic.to_owned()));
+        }
+        Ok(Self { consumer, topic: topic.to_owned(), next })
+    }
+
+    /// Calls `each` for every committed record below the high watermarks as they are
+    /// now, partition by partition in offset order (partitions interleaved); returns
+    /// how many. Blocking.
+    pub fn read_new(&mut self, mut each: impl FnMut(&BorrowedMessage<'_>)) -> Result<u64, ReadError> {
+        let topic = self.topic.clone();
+        let err = |source| ReadError::Kafka { topic: topic.clone(), source };
+        let mut high = BTreeMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for (&p, &next) in &self.next {
+            let (_, h) = self.consumer.fetch_watermarks(&topic, p, CALL_TIMEOUT).map_err(err)?;
+            if next < h {
+                high.insert(p, h);
+                tpl.add_partition_offset(&topic, p, Offset::Offset(next)).map_err(err)?;
+            }
+        }
+        if high.is_empty() {
+            return Ok(0);
+        }
+        self.consumer.assign(&tpl).map_err(err)?;
+        let mut read = 0;
+        let mut waited = Duration::ZERO;
+        while high.iter().any(|(p, h)| self.next[p] < *h) {
+            match self.consumer.poll(FOLLOW_SLICE) {
+                Some(Ok(m)) => {
+                    waited = Duration::ZERO;
+                    let p = m.partition();
+                    if let (Some(next), Some(&h)) = (self.next.get_mut(&p), high.get(&p)) {
+                        *next = m.offset() + 1;
+                        if m.offset() < h {
+                            each(&m);
+                            read += 1;
+                        }
+                    }
+                }
+                Some(Err(source)) => return Err(err(source)),
+                None => {
+                    // Markers and aborted records are skipped: the position says so.
+                    for e in self.consumer.position().map_err(err)?.elements() {
+                        if let (Offset::Offset(o), Some(next)) = (e.offset(), self.next.get_mut(&e.partition())) {
+                            *next = (*next).max(o);
+                        }
+                    }
+                    waited += FOLLOW_SLICE;
+                    if let Some((&partition, &h)) = high.iter().find(|(p, h)| self.next[*p] < **h) {
+                        if waited >= CALL_TIMEOUT {
+                            let offset = self.next[&partition];
+                            return Err(ReadError::Stalled { topic, partition, offset, high: h });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(read)
+    }
+}
+
+/// One poll of a [`Follower`]: it waits for records known to be there.
+const FOLLOW_SLICE: Duration = Duration::from_millis(5);
 
 /// A consumer for [`read_partition`]: reads committed records, belongs to no group.
 pub fn consumer(config: &ClientConfig) -> Result<BaseConsumer, KafkaError> {

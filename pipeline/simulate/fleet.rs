@@ -201,6 +201,10 @@ pub struct GroundTruth {
     /// Event time of the first sample on which the failure condition holds, epoch ms;
     /// the instance then crashes and reports nothing for 1–3 minutes.
     pub failure_ms: Option<i64>,
+    /// Event time the failure was planned for: when the instance fails if nothing
+    /// changes its resources, epoch ms. A failure due after the run's end is not
+    /// expected within it.
+    pub expected_failure_ms: i64,
     /// Application type and function of the instance, as in its samples.
     pub app_type: String,
     pub function: String,
@@ -306,6 +310,7 @@ impl Fleet {
                         kind,
                         onset_ms: s.onset_ms,
                         failure_ms: None,
+                        expected_failure_ms: s.expected_failure_ms(),
                         app_type: profile.app_type.to_owned(),
                         function: profile.function.to_owned(),
                     });
@@ -360,6 +365,11 @@ impl Fleet {
     /// Event time of the next step, `None` once the run is over.
     pub fn next_timestamp_ms(&self) -> Option<i64> {
         (self.step < self.config.steps()).then(|| self.config.start_ms + self.step * self.config.interval_ms)
+    }
+
+    /// Steps taken so far.
+    pub fn step(&self) -> u64 {
+        self.step as u64
     }
 
     /// The injected failures, in instance order; `failure_ms` fills in as they happen.
