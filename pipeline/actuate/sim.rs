@@ -7,7 +7,7 @@
 //! the same map entry as the change, so both are made in one step. Every change is also
 //! queued as the simulator's [`Change`], in the order made, for the simulator to take.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -38,6 +38,8 @@ pub struct SimFleet {
     instances: Arc<DashMap<String, SimInstance>>,
     /// Changes made and not yet taken by the simulator, in order.
     queued: Arc<Mutex<Vec<(String, Change)>>>,
+    /// Instances per workload (application type, function), when the simulator told.
+    workloads: Arc<BTreeMap<(String, String), u32>>,
 }
 
 /// Share of an instance's non-critical work a migration moves: all of it.
@@ -59,10 +61,17 @@ impl SimFleet {
         self.instances.iter().map(|e| e.changes).sum()
     }
 
-    fn fresh(instance_id: &str) -> Option<SimInstance> {
-        let (cpu, memory) = crate::simulate::nominal_limits(instance_id)?;
+    /// A fleet whose workloads have these many instances: scale-outs start from them
+    /// (unknown otherwise, which the guardrails refuse to scale).
+    pub fn with_workloads(sizes: impl IntoIterator<Item = ((String, String), u32)>) -> Self {
+        Self { workloads: Arc::new(sizes.into_iter().collect()), ..Self::default() }
+    }
+
+    fn fresh(&self, adjustment: &Adjustment) -> Option<SimInstance> {
+        let (cpu, memory) = crate::simulate::nominal_limits(&adjustment.instance_id)?;
+        let replicas = self.workloads.get(&(adjustment.app_type.clone(), adjustment.function.clone())).copied();
         Some(SimInstance {
-            resources: Resources { cpu_millis: Some(cpu), memory_bytes: Some(memory), replicas: None },
+            resources: Resources { cpu_millis: Some(cpu), memory_bytes: Some(memory), replicas },
             shed_fraction: 0.0,
             migrated: false,
             fence: VecDeque::new(),
@@ -84,14 +93,14 @@ impl Backend for SimBackend {
     async fn observe(&self, adjustment: &Adjustment) -> Result<Observed, BackendError> {
         let instance = match self.fleet.get(&adjustment.instance_id) {
             Some(i) => i,
-            None => SimFleet::fresh(&adjustment.instance_id).ok_or_else(|| unknown(adjustment))?,
+            None => self.fleet.fresh(adjustment).ok_or_else(|| unknown(adjustment))?,
         };
         let fence = if instance.fence.contains(&adjustment.id) { Fence::Done } else { Fence::Absent };
         Ok(Observed { resources: instance.resources, fence })
     }
 
     async fn apply(&self, adjustment: &Adjustment, plan: &Plan) -> Result<String, BackendError> {
-        let fresh = SimFleet::fresh(&adjustment.instance_id).ok_or_else(|| unknown(adjustment))?;
+        let fresh = self.fleet.fresh(adjustment).ok_or_else(|| unknown(adjustment))?;
         let mut entry = self.fleet.instances.entry(adjustment.instance_id.clone()).or_insert(fresh);
         let i = entry.value_mut();
         if i.fence.contains(&adjustment.id) {
@@ -126,7 +135,9 @@ impl Backend for SimBackend {
 }
 
 /// The simulator's changes that take an instance from `before` to `after`: its model
-/// speaks of factors and deltas, the plan of absolute values.
+/// speaks of factors and deltas, the plan of absolute values. A scale-out's new
+/// replicas of the workload share the instance's traffic (the simulator's instance
+/// stands for the part of the service in trouble).
 fn simulated(action: Action, before: &Resources, after: &SimInstance) -> Vec<Change> {
     let factor = |from: Option<u64>, to: Option<u64>| match (from, to) {
         (Some(f), Some(t)) if f > 0 => t as f64 / f as f64,

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::DemoError;
 use crate::actuate::apply::{self, Retry};
 use crate::actuate::engine::no_notifier;
-use crate::actuate::sim::SimBackend;
+use crate::actuate::sim::{SimBackend, SimFleet};
 use crate::codec::{Action, Actuation, Adjustment, Codec, TelemetrySample};
 use crate::kafka::reader::Follower;
 use crate::kafka::{Cluster, Publisher};
@@ -104,6 +104,10 @@ impl Stepper {
             history_ms: 6 * 3_600_000,
         };
         let recorded = fleet.ground_truth().iter().map(|g| (g.instance.clone(), Vec::new())).collect();
+        let mut workloads = BTreeMap::new();
+        for i in fleet.instances() {
+            *workloads.entry((i.app_type().to_owned(), i.function().to_owned())).or_insert(0) += 1;
+        }
         let producer = cluster.producer_config();
         Ok(Self {
             telemetry: Publisher::new(&producer, cluster.topic::<TelemetrySample>())?,
@@ -113,7 +117,7 @@ impl Stepper {
             detected,
             adjustments: None,
             codec: Arc::new(Codec::new()),
-            backend: SimBackend::default(),
+            backend: SimBackend { fleet: SimFleet::with_workloads(workloads) },
             gate: Guardrails::new(&policies, limits),
             holdout,
             audits: Audits::default(),
@@ -136,8 +140,9 @@ impl Stepper {
         self.produced = self.telemetry.flush(STALL_LIMIT).await?;
         self.wait_for_detector(stop).await?;
         let mut adjustments = self.read_adjustments(cluster).await?;
-        // Event time first; the id breaks ties the same way in every run.
-        adjustments.sort_by(|a, b| (a.event_time_ms, &a.id).cmp(&(b.event_time_ms, &b.id)));
+        // Event time first, then the higher tier (of two actions at one moment the
+        // guardrails keep the first); the id breaks ties the same way in every run.
+        adjustments.sort_by(|a, b| (a.event_time_ms, -a.tier, &a.id).cmp(&(b.event_time_ms, -b.tier, &b.id)));
         for a in &adjustments {
             let audit = self.actuate(a).await?;
             self.audits_out.publish(&audit.instance_id, &audit, audit.event_time_ms).await?;

@@ -228,7 +228,7 @@ pub struct GuardrailSettings {
     #[serde(default = "default_max_migrate_fraction")]
     pub max_migrate_fraction: f64,
     /// No second action on one instance within this many seconds (of event time) of
-    /// another decided from a different alert.
+    /// another decided from a different alert, unless the later is of a higher tier.
     #[serde(default = "default_instance_cooldown_s")]
     pub instance_cooldown_s: u64,
     /// No second action on one workload (app type + function) within this many seconds.

@@ -12,7 +12,11 @@
 //!   `memory_factor`);
 //! - no two actions on one instance, or on one workload (application type + function),
 //!   decided from different alerts lie closer in event time than that cooldown (the
-//!   adjustments of one alert act together and share their cooldown);
+//!   adjustments of one alert, or on one instance of one window, act together and share
+//!   their cooldown), except on one
+//!   instance when the later is of a higher tier: a failure that worsens is not made to
+//!   wait behind the mild step taken at its first signs (the workload cooldown is
+//!   between different instances);
 //! - no rolling minute of event time holds more than K actions fleet-wide
 //!   ([`FleetLimits::max_actions_per_minute`]);
 //! - at no moment are more than P% of a workload's instances within their instance
@@ -90,7 +94,8 @@ pub struct Guardrails {
     /// Actions before this event time have been forgotten.
     forgotten_before: i64,
     /// Per instance: (event time, alert id).
-    instances: HashMap<String, BTreeSet<(i64, String)>>,
+    /// Per instance: (event time, alert id, tier) of each action.
+    instances: HashMap<String, BTreeSet<(i64, String, i32)>>,
     /// Per workload: (event time, instance, alert id).
     workloads: HashMap<String, BTreeSet<(i64, String, String)>>,
     /// Fleet-wide actions: (event time, adjustment id).
@@ -159,7 +164,8 @@ impl Guardrails {
             }
         } else {
             let ic = secs_ms(g.instance_cooldown_s);
-            if let Some((x, alert)) = window::cooldown_conflict(self.instances.get(&a.instance_id), t, ic, &a.alert_id)
+            if let Some((x, alert)) =
+                window::cooldown_conflict(self.instances.get(&a.instance_id), t, ic, &a.alert_id, a.tier)
             {
                 return Err(format!(
                     "instance cooldown: {} was acted on {} (alert {alert}); cooldown {}",
@@ -171,7 +177,9 @@ impl Guardrails {
             let wc = secs_ms(g.workload_cooldown_s);
             let key = workload(&a.app_type, &a.function);
             let in_workload = self.workloads.get(&key);
-            if let Some((x, instance, alert)) = window::workload_conflict(in_workload, t, wc, &a.alert_id) {
+            if let Some((x, instance, alert)) =
+                window::workload_conflict(in_workload, t, wc, &a.instance_id, &a.alert_id)
+            {
                 return Err(format!(
                     "workload cooldown: {key} was acted on {} (instance {instance}, alert {alert}); cooldown {}",
                     apart(x, t),
@@ -217,7 +225,11 @@ impl Guardrails {
         if plan.action == Action::Notify {
             self.notifications.insert((t, adjustment.id.clone()));
         } else {
-            self.instances.entry(adjustment.instance_id.clone()).or_default().insert((t, adjustment.alert_id.clone()));
+            self.instances.entry(adjustment.instance_id.clone()).or_default().insert((
+                t,
+                adjustment.alert_id.clone(),
+                adjustment.tier,
+            ));
             self.workloads.entry(workload(&adjustment.app_type, &adjustment.function)).or_default().insert((
                 t,
                 adjustment.instance_id.clone(),

@@ -1,5 +1,6 @@
 use proptest::prelude::*;
 
+use super::window;
 use super::*;
 use crate::policy::file::{Cpu, FunctionPolicy, Memory, PolicyFile};
 
@@ -156,6 +157,25 @@ fn instance_cooldown_refuses_other_alerts_but_not_the_same_one() {
     let r = refuse(g.check(&adj("a", "z", Action::Resize, 960_000), &known()));
     assert!(r.contains("40 s after (out of order)"), "{r}");
     allow(g.check(&adj("a", "y", Action::Resize, 1_300_000), &known()));
+}
+
+#[test]
+fn a_higher_tier_acts_within_the_instance_cooldown_of_a_lower_one_but_not_before_it() {
+    let mut g = rails(FleetLimits::default());
+    let mild = Adjustment { tier: 1, ..adj("a", "x", Action::Resize, 1_000_000) };
+    let plan = allow(g.check(&mild, &known()));
+    g.remember(&mild, &plan);
+    let worse = Adjustment { tier: 3, ..adj("a", "y", Action::Resize, 1_060_000) };
+    allow(g.check(&worse, &known()));
+    let same = Adjustment { tier: 1, ..adj("a", "z", Action::Resize, 1_060_000) };
+    assert!(refuse(g.check(&same, &known())).starts_with("instance cooldown"));
+    // A higher tier earlier than the mild step is no escalation of it.
+    let before = Adjustment { tier: 3, ..adj("a", "w", Action::Resize, 940_000) };
+    assert!(refuse(g.check(&before, &known())).starts_with("instance cooldown"));
+    // Once the escalation is remembered, a tier between the two is refused after it.
+    g.remember(&worse, &allow(g.check(&worse, &known())));
+    let between = Adjustment { tier: 2, ..adj("a", "v", Action::Resize, 1_120_000) };
+    assert!(refuse(g.check(&between, &known())).contains("alert y"));
 }
 
 #[test]
@@ -364,7 +384,7 @@ proptest! {
                     memory_factor: it.memory_factor,
                     replicas_delta: it.replicas_delta,
                     shed_fraction: it.fraction,
-                    tier: 0,
+                    tier: i32::from(it.alert % 4),
                     reason: String::new(),
                     dry_run: false,
                     event_time_ms: it.t,
@@ -406,8 +426,9 @@ proptest! {
             for b in &actions[i + 1..] {
                 let d = (a.event_time_ms - b.event_time_ms).abs();
                 if a.alert_id != b.alert_id {
-                    prop_assert!(!(a.instance_id == b.instance_id && d < ic), "instance cooldown broken: {a:?} {b:?}");
-                    prop_assert!(!(a.function == b.function && d < wc), "workload cooldown broken: {a:?} {b:?}");
+                    let escalation = window::escalates((a.event_time_ms, a.tier), (b.event_time_ms, b.tier));
+                    prop_assert!(!(a.instance_id == b.instance_id && d > 0 && d < ic && !escalation), "instance cooldown broken: {a:?} {b:?}");
+                    prop_assert!(!(a.function == b.function && a.instance_id != b.instance_id && d < wc), "workload cooldown broken: {a:?} {b:?}");
                 }
             }
             // Rolling minute starting at each action: at most K.

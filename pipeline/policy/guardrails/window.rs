@@ -10,29 +10,45 @@ use std::ops::Bound::{Excluded, Unbounded};
 
 use super::MINUTE_MS;
 
-/// The remembered action of another alert closer than `cooldown` to `t`, the nearest first.
+/// The remembered action of another alert closer than `cooldown` to `t`, the nearest
+/// first, unless one of the two escalates the other: the later is of a strictly higher
+/// tier. Actions at the same event time come from one window of the instance (a
+/// signature match and its anomaly tier) and act together. The rule looks at both actions' times, not at which arrived first, so it
+/// holds for any arrival order.
 pub(super) fn cooldown_conflict<'a>(
-    set: Option<&'a BTreeSet<(i64, String)>>,
+    set: Option<&'a BTreeSet<(i64, String, i32)>>,
     t: i64,
     cooldown: i64,
     alert: &str,
+    tier: i32,
 ) -> Option<(i64, &'a str)> {
-    let set = set?;
-    near(set.iter().map(|(x, a)| (*x, a.as_str())), t, cooldown)
-        .filter(|(_, a)| *a != alert)
-        .min_by_key(|(x, _)| (i128::from(*x) - i128::from(t)).abs())
+    set?.iter()
+        .filter(|(x, a, x_tier)| {
+            a != alert && *x != t && distance(*x, t) < i128::from(cooldown) && !escalates((*x, *x_tier), (t, tier))
+        })
+        .map(|(x, a, _)| (*x, a.as_str()))
+        .min_by_key(|(x, _)| distance(*x, t))
 }
 
-/// As [`cooldown_conflict`], for a workload's set (which also names the instance).
+/// Whether, of two actions `(event time, tier)`, the later is of a higher tier.
+pub(super) fn escalates(a: (i64, i32), b: (i64, i32)) -> bool {
+    let (early, late) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+    early.0 < late.0 && late.1 > early.1
+}
+
+/// The remembered action of another alert on another instance of the workload closer
+/// than `cooldown` to `t`, the nearest first (one instance's own actions are the
+/// instance cooldown's to judge).
 pub(super) fn workload_conflict<'a>(
     set: Option<&'a BTreeSet<(i64, String, String)>>,
     t: i64,
     cooldown: i64,
+    instance: &str,
     alert: &str,
 ) -> Option<(i64, &'a str, &'a str)> {
     let set = set?;
     set.iter()
-        .filter(|(x, _, a)| a != alert && distance(*x, t) < i128::from(cooldown))
+        .filter(|(x, i, a)| a != alert && i != instance && distance(*x, t) < i128::from(cooldown))
         .map(|(x, i, a)| (*x, i.as_str(), a.as_str()))
         .min_by_key(|(x, _, _)| distance(*x, t))
 }
@@ -90,14 +106,6 @@ pub(super) fn busiest_share(
         })
         .max()
         .unwrap_or(1)
-}
-
-fn near<'a>(
-    entries: impl Iterator<Item = (i64, &'a str)>,
-    t: i64,
-    cooldown: i64,
-) -> impl Iterator<Item = (i64, &'a str)> {
-    entries.filter(move |(x, _)| distance(*x, t) < i128::from(cooldown))
 }
 
 fn distance(x: i64, t: i64) -> i128 {
