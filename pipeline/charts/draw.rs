@@ -203,7 +203,8 @@ fn draw_header(
     } else if chart.markers.is_empty() {
         "no adjustment decided".to_owned()
     } else {
-        format!("adjusted: {} adjustment(s) decided", chart.markers.len())
+        let n = chart.markers.len();
+        format!("adjusted: {n} adjustment{} decided", if n == 1 { "" } else { "s" })
     };
     let title = format!("{} · {} on {}/{} · {how}", chart.instance, chart.kind, chart.app_type, chart.function);
     area.draw(&Text::new(title, (MARGIN_LEFT as i32, 8), (FONT, 20).into_font().style(FontStyle::Bold)))?;

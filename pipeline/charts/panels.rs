@@ -156,7 +156,9 @@ pub(super) fn metric_panels(chart: &InstanceChart) -> Vec<MetricPanel> {
     samples.sort_by_key(|s| s.timestamp_ms);
     let times: Vec<i64> = samples.iter().map(|s| s.timestamp_ms).collect();
     let step = max_step(&times);
-    let mut by_unit: Vec<(Unit, Vec<(String, Vec<(i64, f64)>)>)> = Vec::new();
+    // Per unit, its metrics with their raw (time, value) points.
+    type Raw = Vec<(String, Vec<(i64, f64)>)>;
+    let mut by_unit: Vec<(Unit, Raw)> = Vec::new();
     for name in metrics_for(&chart.kind, &chart.app_type) {
         let raw: Vec<(i64, f64)> = samples.iter().map(|s| (s.timestamp_ms, features::value(s, &name))).collect();
         if raw.iter().all(|(_, v)| v.is_nan()) {
