@@ -392,8 +392,20 @@ impl Plot<'_> {
         self.draw_markers(&mut ctx, y, false)?;
         let points = &self.chart.scores;
         let step = max_step(&points.iter().map(|p| p.timestamp_ms).collect::<Vec<_>>());
-        let conf = segments(points.iter().map(|p| (p.timestamp_ms, p.confidence)), step);
-        self.segments(&mut ctx, &conf, CONFIDENCE.stroke_width(2), "confidence of the best signature", false)?;
+        // The best match changes with the window; whether it is a signature of the
+        // chart's failure kind is what tells a reader the detector recognised it.
+        let kind = self.chart.kind.as_str();
+        let of = |same: bool| {
+            let values = points.iter().map(|p| {
+                let matches = p.signature_kind.as_deref() == Some(kind);
+                (p.timestamp_ms, p.confidence.filter(|_| matches == same))
+            });
+            segments(values, step)
+        };
+        let label = format!("confidence of the best signature, a {kind} one");
+        self.segments(&mut ctx, &of(true), CONFIDENCE.stroke_width(2), &label, false)?;
+        let other = "confidence of the best signature, of another kind";
+        self.segments(&mut ctx, &of(false), BLACK.mix(0.35).stroke_width(1), other, false)?;
         let threshold = segments(points.iter().map(|p| (p.timestamp_ms, p.threshold)), step);
         let style = CONFIDENCE.mix(0.6).stroke_width(1);
         self.segments(&mut ctx, &threshold, style, "its threshold (alerts at or above)", true)?;

@@ -65,6 +65,8 @@ pub struct ScorePoint {
     pub anomaly_score: Option<f64>,
     /// Key (`app_type/function/name`) of the best matching signature.
     pub signature: Option<String>,
+    /// Its failure kind, e.g. `memory_leak`.
+    pub signature_kind: Option<String>,
     /// Its confidence, 0..1.
     pub confidence: Option<f64>,
     /// Its threshold: at or above it the detector alerts.
@@ -176,6 +178,7 @@ pub fn score_series(
             timestamp_ms: r.timestamp_ms,
             anomaly_score: r.score.map(|s| f64::from(s.score)),
             signature: r.matched.as_ref().map(|m| m.best.signature.key.to_string()),
+            signature_kind: r.matched.as_ref().map(|m| m.best.signature.failure_kind.to_string()),
             confidence: r.matched.as_ref().map(|m| m.best.confidence),
             threshold: r.matched.as_ref().map(|m| m.best.signature.threshold),
         }));

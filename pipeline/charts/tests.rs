@@ -51,6 +51,7 @@ fn leaking(limit: f64) -> InstanceChart {
                 timestamp_ms: s.timestamp_ms,
                 anomaly_score: (s.timestamp_ms > START_MS + 10 * MIN).then_some(10.0 + 90.0 * grow),
                 signature: Some("web/*/memory_leak".into()),
+                signature_kind: Some(if grow > 0.0 { "memory_leak" } else { "error_burst" }.into()),
                 confidence: Some(grow),
                 threshold: Some(0.5),
             }
@@ -145,7 +146,8 @@ fn a_chart_shows_axes_with_units_legend_failure_and_every_adjustment() {
         m::MEMORY_LIMIT,
         "tier boundaries 30 / 70 / 90",
         "anomaly score of the window",
-        "confidence of the best signature",
+        "confidence of the best signature, a memory_leak one",
+        "confidence of the best signature, of another kind",
         "its threshold (alerts at or above)",
         "failure onset",
         "adjustment applied",
@@ -274,9 +276,7 @@ fn scores_of_a_leaking_instance_rise_before_it_fails_and_equal_augur_score() {
         first_high.timestamp_ms
     );
     let leak_match = points.iter().find(|p| {
-        p.timestamp_ms < failure
-            && p.signature.as_deref().is_some_and(|s| s.ends_with("memory_leak"))
-            && p.confidence >= p.threshold
+        p.timestamp_ms < failure && p.signature_kind.as_deref() == Some("memory_leak") && p.confidence >= p.threshold
     });
     assert!(leak_match.is_some(), "the memory_leak signature never matched before the failure");
 
