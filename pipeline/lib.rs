@@ -9,6 +9,7 @@
 
 pub mod actuate;
 pub mod agent;
+pub mod charts;
 pub mod codec;
 pub mod demo;
 pub mod detect;

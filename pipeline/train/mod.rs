@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 pub use fit::{fit, masked_loss, Settings, DEFAULT_LEARNING_RATE};
-pub use score::{score_csv, ScoreArgs, ScoreOutcome, ScoreSummary};
+pub use score::{score_csv, starter_matcher, RowScore, RowScorer, Rows, ScoreArgs, ScoreOutcome, ScoreSummary};
 
 use crate::detect::lstm::{Config, ModelError, WindowShape};
 use crate::simulate::FleetConfig;
