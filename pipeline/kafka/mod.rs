@@ -8,6 +8,7 @@
 //! Opening a cluster with security settings checks them and the brokers' answer first,
 //! so a wrong password is an error at start, not a client retrying for ever.
 
+pub mod access;
 mod publisher;
 pub mod reader;
 pub mod security;
@@ -183,18 +184,18 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Asks the brokers whether they let this client in (see [`security::check_access`]).
+    /// Asks the brokers whether they let this client in (see [`access::check_access`]).
     /// A broker that does not answer within `timeout` is not an error: the command's own
     /// clients keep trying, and say so in the log.
     pub fn check_access(&self, timeout: Duration) -> Result<(), ConnectError> {
         let brokers = self.bootstrap.clone();
-        match security::check_access(&self.client_config(), timeout) {
-            Ok(security::Access::Granted) => Ok(()),
-            Ok(security::Access::Refused(security::Refusal::Authentication, reason)) => {
+        match access::check_access(&self.client_config(), timeout) {
+            Ok(access::Access::Granted) => Ok(()),
+            Ok(access::Access::Refused(access::Refusal::Authentication, reason)) => {
                 Err(ConnectError::Authentication { brokers, reason })
             }
-            Ok(security::Access::Refused(security::Refusal::Tls, reason)) => Err(ConnectError::Tls { brokers, reason }),
-            Ok(security::Access::Unknown) => {
+            Ok(access::Access::Refused(access::Refusal::Tls, reason)) => Err(ConnectError::Tls { brokers, reason }),
+            Ok(access::Access::Unknown) => {
                 tracing::warn!(brokers, ?timeout, "Kafka did not answer the access check; going on");
                 Ok(())
             }

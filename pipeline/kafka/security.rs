@@ -4,9 +4,8 @@
 //! In: [`KafkaSecurity`], from flags, `AUGUR_KAFKA_*` environment variables or the
 //! deployment file, and the `--librdkafka` pass-through properties beside it. Out: the
 //! librdkafka properties every client of the command gets, after [`KafkaSecurity::check`]
-//! has named every inconsistent or unreadable setting by its flag; and
-//! [`check_access`], which turns refused credentials or a failed TLS handshake into an
-//! error at start instead of a client that retries forever.
+//! has named every inconsistent or unreadable setting by its flag. (Whether the
+//! brokers accept them is [`super::access`]'s question.)
 //!
 //! Guarantee: a password is held as a [`Secret`], which prints as `***` in `Debug`,
 //! `Display` and serialised forms, so it cannot reach a log line, an error or a metric by
@@ -15,14 +14,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
 /// A value that must never be shown: `Debug`, `Display` and `Serialize` print `***`.
@@ -438,80 +431,6 @@ pub fn is_sensitive(property: &str) -> bool {
 /// The pass-through properties as they may be shown: secrets replaced by `***`.
 pub fn redacted(passthrough: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
     passthrough.iter().map(|(k, v)| (k.as_str(), if is_sensitive(k) { "***" } else { v.as_str() })).collect()
-}
-
-/// Why the brokers turned the client away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// SASL authentication failed: wrong username, password or mechanism.
-    Authentication,
-    /// The TLS handshake failed: untrusted broker certificate, or a client
-    /// certificate the broker does not accept.
-    Tls,
-}
-
-/// Collects the errors librdkafka reports while the access check runs.
-struct AccessContext {
-    refusal: Mutex<Option<(Refusal, String)>>,
-}
-
-impl ClientContext for AccessContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let refusal = match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::Authentication) => Refusal::Authentication,
-            Some(RDKafkaErrorCode::SSL) => Refusal::Tls,
-            _ => {
-                tracing::debug!(%error, reason, "Kafka access check");
-                return;
-            }
-        };
-        if let Ok(mut slot) = self.refusal.lock() {
-            slot.get_or_insert((refusal, reason.to_owned()));
-        }
-    }
-}
-
-impl ConsumerContext for AccessContext {}
-
-/// What [`check_access`] found out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Access {
-    /// The brokers answered a metadata request: credentials and TLS are accepted.
-    Granted,
-    /// The brokers refused the client; the reason is librdkafka's (it never carries the
-    /// password).
-    Refused(Refusal, String),
-    /// No answer within the time given (brokers down or slow): the command goes on and
-    /// its clients keep retrying, as they would without a check.
-    Unknown,
-}
-
-/// Asks the brokers for their metadata with `config` and reports whether they let the
-/// client in. librdkafka treats refused credentials as a passing trouble and retries
-/// for ever; this is where they become an error at start. Blocking, at most `timeout`.
-pub fn check_access(config: &ClientConfig, timeout: Duration) -> Result<Access, KafkaError> {
-    let context = AccessContext { refusal: Mutex::new(None) };
-    let consumer: BaseConsumer<AccessContext> = config.create_with_context(context)?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        // Short requests, so a refusal reported in between is seen within a moment.
-        let step = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(250));
-        match consumer.fetch_metadata(None, step) {
-            Ok(_) => return Ok(Access::Granted),
-            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) => {
-                return Ok(Access::Refused(Refusal::Authentication, e.to_string()))
-            }
-            Err(_) => {}
-        }
-        // Errors reach the context through the consumer's queue.
-        let _ = consumer.poll(Duration::ZERO);
-        if let Some((refusal, reason)) = consumer.context().refusal.lock().ok().and_then(|s| s.clone()) {
-            return Ok(Access::Refused(refusal, reason));
-        }
-        if Instant::now() >= deadline {
-            return Ok(Access::Unknown);
-        }
-    }
 }
 
 #[cfg(test)]
