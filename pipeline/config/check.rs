@@ -19,11 +19,13 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::{Problem, KAFKA_SECTION};
+use crate::kafka::security::is_sensitive;
 use crate::kafka::{KafkaArgs, SecurityError};
 use crate::policy::load::line_of;
 
-/// One setting of the file, as the flag it stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One setting of the file, as the flag it stands for. `Debug` shows the values of
+/// secrets (passwords, sensitive pass-through properties) as `***`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Where it is written: `detect.batch_max`.
     pub key: String,
@@ -38,6 +40,33 @@ pub struct Entry {
     pub merge: bool,
     /// A global flag (outside any section).
     pub global: bool,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: Vec<&str> = self
+            .values
+            .iter()
+            .map(|v| {
+                let secret = self.long.contains("password")
+                    || (self.merge && v.split_once('=').is_some_and(|(k, _)| is_sensitive(k)));
+                if secret {
+                    "***"
+                } else {
+                    v.as_str()
+                }
+            })
+            .collect();
+        f.debug_struct("Entry")
+            .field("key", &self.key)
+            .field("line", &self.line)
+            .field("long", &self.long)
+            .field("values", &shown)
+            .field("switch", &self.switch)
+            .field("merge", &self.merge)
+            .field("global", &self.global)
+            .finish()
+    }
 }
 
 impl Entry {

@@ -256,3 +256,15 @@ fn the_example_file_is_valid() {
     });
     assert!(deployment.len() > 20, "the example shows most settings: {}", deployment.len());
 }
+
+#[test]
+fn secrets_of_the_file_do_not_show_in_debug_output() {
+    let text = "[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\n\
+                sasl_password = \"hunter2\"\n[kafka.librdkafka]\n\"ssl.keystore.password\" = \"ks-secret\"\n\
+                \"linger.ms\" = 5\n";
+    let (_dir, path) = file(text);
+    let deployment = parse(&path, text, &cli()).expect("valid");
+    let shown = format!("{deployment:?}");
+    assert!(!shown.contains("hunter2") && !shown.contains("ks-secret"), "{shown}");
+    assert!(shown.contains("linger.ms=5") && shown.contains("\"u\""), "{shown}");
+}
