@@ -151,8 +151,12 @@ pub fn parse(path: &Path, text: &str, cli: &Command) -> Result<Deployment, Vec<P
                     if entries.iter().any(is_kafka) {
                         // What this command ends up with: [kafka], then its own.
                         let overridden = |e: &Entry| !e.merge && entries.iter().any(|o| o.long == e.long);
-                        let merged: Vec<&Entry> =
-                            deployment.kafka.iter().filter(|e| !overridden(e)).chain(&entries).collect();
+                        let merged: Vec<&Entry> = deployment
+                            .kafka
+                            .iter()
+                            .filter(|e| !overridden(e))
+                            .chain(entries.iter().filter(|e| is_kafka(e)))
+                            .collect();
                         c.security(name, line, &merged);
                     }
                     deployment.commands.insert(sub.get_name().to_owned(), entries);

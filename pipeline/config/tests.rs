@@ -225,6 +225,14 @@ sasl_password = "pw"
     let problems = parse(&path, text, &cli()).unwrap_err();
     let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
     assert_eq!(problems.len(), 1, "{shown:?}");
+    // A command's own section makes the contradiction: named there, the [kafka] part
+    // being fine on its own.
+    let text = "[kafka]\nsecurity_protocol = \"plaintext\"\n\n[detect]\ngroup = \"g\"\nsasl_username = \"u\"\n";
+    let problems = parse(&path, text, &cli()).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!((problems[0].line, problems[0].key.as_str()), (6, "detect.sasl_username"), "{problems:?}");
+    assert!(problems[0].message.contains("needs --security-protocol sasl_plaintext or sasl_ssl"), "{problems:?}");
+
     // The password left to AUGUR_KAFKA_SASL_PASSWORD, as the example advises: not the
     // file's error (the command checks the whole at start).
     let without = "[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\n";
