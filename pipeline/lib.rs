@@ -5,12 +5,14 @@
 //! frames every record of the wire contract in `schemas/`, [`kafka`] connects the
 //! stages, [`tail`] reads any topic back for people and scripts, [`export`] copies
 //! telemetry and alerts into a time-series database, and [`observe`] serves a
-//! long-running command's own metrics and health.
+//! long-running command's own metrics and health. [`config`] turns a deployment file
+//! into the flags of the command it runs.
 
 pub mod actuate;
 pub mod agent;
 pub mod charts;
 pub mod codec;
+pub mod config;
 pub mod demo;
 pub mod detect;
 pub mod evaluate;

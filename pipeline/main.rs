@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 /// Predicts failures of application instances from their telemetry and adjusts their
@@ -16,6 +16,10 @@ struct Cli {
     /// Log format on stderr: human-readable text, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "AUGUR_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Deployment file (TOML) with the settings of every command; a flag or an AUGUR_*
+    /// variable overrides the file's setting. See config/augur.example.toml.
+    #[arg(long, global = true, env = "AUGUR_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,10 +54,20 @@ enum Command {
     Score(augur::train::ScoreArgs),
     /// Measure an anomaly detector on public labelled data (NAB, SMD).
     Evaluate(augur::evaluate::Args),
+    /// Deployment files: `augur config check FILE` reports every error at once.
+    Config(augur::config::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // The deployment file's settings become flags before clap sees the command line.
+    let args = match augur::config::layer(std::env::args_os().collect(), &Cli::command(), |k| std::env::var_os(k)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
@@ -132,6 +146,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Score(args) => {
                 let summary = augur::train::score::run(args, shutdown).await?;
                 println!("{}", serde_json::to_string(&summary)?);
+            }
+            Command::Config(args) => {
+                println!("{}", augur::config::run(args, &Cli::command())?);
             }
             Command::Evaluate(args) => {
                 // CPU-bound and synchronous: it runs on its own scoped threads.

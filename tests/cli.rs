@@ -65,3 +65,80 @@ fn demo_refuses_an_unwritable_report_path_before_running() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent-dir/report.json"), "{stderr}");
 }
+
+/// Runs augur; returns (exit code, stdout, stderr).
+fn run(cmd: &mut std::process::Command) -> (Option<i32>, String, String) {
+    let out = cmd.output().unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn config_check_lists_every_error_of_a_bad_file_and_passes_a_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[detect]\nbatch_max = 0\nbogus = 1\n\n[kafka]\nsecurity_protocol = \"tls\"\n\n[actuate]\ndry_run = \"yes\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(common::augur().args(["config", "check"]).arg(&bad));
+    assert_eq!(code, Some(1), "{stderr}");
+    let b = bad.display();
+    for expected in [
+        format!("{b}:2: detect.batch_max: invalid value '0'"),
+        format!("{b}:3: detect.bogus: unknown key"),
+        format!("{b}:6: kafka.security_protocol: invalid value 'tls'"),
+        format!("{b}:9: actuate.dry_run: expected true or false"),
+    ] {
+        assert!(stderr.lines().any(|l| l.starts_with(&expected)), "no {expected:?} in:\n{stderr}");
+    }
+    assert!(stderr.starts_with("error: 4 errors in "), "{stderr}");
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "log_format = \"json\"\n[kafka]\ntopic_prefix = \"prod\"\n[detect]\nbatch_max = 10\n")
+        .unwrap();
+    let (code, stdout, stderr) = run(common::augur().args(["config", "check"]).arg(&good));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim_end(), format!("{}: OK (3 settings)", good.display()));
+
+    let (code, _, stderr) = run(common::augur().args(["config", "check"]).arg(dir.path().join("missing.toml")));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("cannot read deployment file") && stderr.contains("missing.toml"), "{stderr}");
+}
+
+#[test]
+fn the_example_deployment_file_passes_the_check() {
+    let example = common::repo_root().join("config/augur.example.toml");
+    let (code, stdout, stderr) = run(common::augur().args(["config", "check"]).arg(&example));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains(": OK ("), "{stdout}");
+}
+
+/// The topic prefix of a run shows in the error for an invalid one, which `tail`
+/// reports before it connects anywhere: so each layer's value can be seen.
+#[test]
+fn a_deployment_setting_yields_to_the_environment_and_the_environment_to_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("augur.toml");
+    std::fs::write(&file, "[kafka]\ntopic_prefix = \"from file!\"\n").unwrap();
+    let prefix_in = |cmd: &mut std::process::Command| {
+        let (code, _, stderr) = run(cmd);
+        assert_eq!(code, Some(1), "{stderr}");
+        let start = stderr.find("invalid topic prefix").unwrap_or_else(|| panic!("{stderr}"));
+        stderr[start..].lines().next().unwrap().to_owned()
+    };
+    let tail = || {
+        let mut c = common::augur();
+        c.args(["tail", "alerts"]).env_remove("AUGUR_TOPIC_PREFIX").env_remove("AUGUR_CONFIG");
+        c
+    };
+    assert!(prefix_in(tail().arg("--config").arg(&file)).contains("\"from file!\""));
+    assert!(prefix_in(tail().arg(format!("--config={}", file.display()))).contains("\"from file!\""));
+    assert!(prefix_in(tail().env("AUGUR_CONFIG", &file)).contains("\"from file!\""), "AUGUR_CONFIG names the file");
+    let with_env = prefix_in(tail().arg("--config").arg(&file).env("AUGUR_TOPIC_PREFIX", "from env!"));
+    assert!(with_env.contains("\"from env!\""), "{with_env}");
+    let with_flag = prefix_in(
+        tail().arg("--config").arg(&file).env("AUGUR_TOPIC_PREFIX", "from env!").args(["--topic-prefix", "from flag!"]),
+    );
+    assert!(with_flag.contains("\"from flag!\""), "{with_flag}");
+}

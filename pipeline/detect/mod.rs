@@ -98,7 +98,7 @@ pub struct Args {
     /// Where the models of application types that `<prefix>.models` announces none for
     /// come from: the newest `<DIR>/<app-type>/<version>/` of each.
     /// [default: the models shipped in the repository's models/]
-    #[arg(long, env = "AUGUR_MODELS", value_name = "DIR")]
+    #[arg(long, env = "AUGUR_MODELS", value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub models: Option<PathBuf>,
     /// Policy files or folders of them, one file per application type: which adjustments
     /// alerts and anomaly scores lead to. [default: the policies shipped in policies/]

@@ -1,13 +1,17 @@
 //! Connection of every stage to Kafka: where the cluster is, what the topics are
 //! called, and how records of the wire contract are produced and consumed.
 //!
-//! In: a [`KafkaConfig`] (brokers, topic prefix, pass-through librdkafka properties).
-//! Out: a [`Cluster`] that owns the embedded mock cluster when no brokers are given,
-//! client configurations for each role, and a [`Publisher`] that encodes, produces and
-//! reports every delivery failure (nothing is dropped silently).
+//! In: a [`KafkaConfig`] (brokers, topic prefix, TLS and SASL settings, pass-through
+//! librdkafka properties). Out: a [`Cluster`] that owns the embedded mock cluster when
+//! no brokers are given, client configurations for each role, and a [`Publisher`] that
+//! encodes, produces and reports every delivery failure (nothing is dropped silently).
+//! Opening a cluster with security settings checks them and the brokers' answer first,
+//! so a wrong password is an error at start, not a client retrying for ever.
 
+pub mod access;
 mod publisher;
 pub mod reader;
+pub mod security;
 pub mod table;
 pub mod txn;
 
@@ -26,9 +30,11 @@ use serde::{Deserialize, Serialize};
 use crate::codec::Record;
 
 pub use publisher::{PublishError, Publisher};
+pub use security::{KafkaSecurity, SaslMechanism, Secret, SecurityError, SecurityProtocol};
 
 /// Where the cluster is and how to talk to it; shared by every Kafka-facing command.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` shows secrets, and pass-through properties that hold them, as `***`.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers `HOST:PORT[,...]`; `None` starts librdkafka's in-process mock
@@ -38,9 +44,25 @@ pub struct KafkaConfig {
     /// Topics are `<prefix>.telemetry`, `<prefix>.alerts`, ...
     #[serde(default = "default_topic_prefix")]
     pub topic_prefix: String,
-    /// Any librdkafka client property, passed through unchanged (TLS, SASL, tuning).
+    /// TLS and SASL; all unset is a plaintext connection.
+    #[serde(default)]
+    pub security: KafkaSecurity,
+    /// Any librdkafka client property, passed through unchanged (tuning, or security
+    /// properties Augur does not name). A property that a security setting also sets
+    /// is refused, so which of the two applies is never a question.
     #[serde(default)]
     pub librdkafka: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("security", &self.security)
+            .field("librdkafka", &security::redacted(&self.librdkafka))
+            .finish()
+    }
 }
 
 /// The product's name: topics read `augur.telemetry` unless told otherwise.
@@ -50,7 +72,12 @@ fn default_topic_prefix() -> String {
 
 impl Default for KafkaConfig {
     fn default() -> Self {
-        Self { brokers: None, topic_prefix: default_topic_prefix(), librdkafka: BTreeMap::new() }
+        Self {
+            brokers: None,
+            topic_prefix: default_topic_prefix(),
+            security: KafkaSecurity::default(),
+            librdkafka: BTreeMap::new(),
+        }
     }
 }
 
@@ -68,7 +95,33 @@ pub enum ConnectError {
     CreateTopicRefused { topic: String, code: RDKafkaErrorCode },
     #[error("invalid topic prefix {0:?}: use letters, digits, '.', '_' or '-'")]
     BadPrefix(String),
+    #[error("invalid Kafka security settings: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Security(Vec<SecurityError>),
+    #[error("Kafka security settings without --brokers: the embedded mock cluster takes plaintext only")]
+    SecurityWithoutBrokers,
+    #[error(
+        "Kafka at {brokers} refused the client: SASL authentication failed ({reason}); \
+         check --sasl-username, --sasl-password and --sasl-mechanism"
+    )]
+    Authentication { brokers: String, reason: String },
+    #[error(
+        "Kafka at {brokers} refused the client: TLS handshake failed ({reason}); \
+         check --ssl-ca-file and the client certificate"
+    )]
+    Tls { brokers: String, reason: String },
+    #[error("cannot create a Kafka client for {brokers}: {source}")]
+    Client {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
 }
+
+/// How long opening a cluster with security settings waits for the brokers' verdict.
+/// A refusal arrives within a round trip or two; this bounds only the case where the
+/// brokers do not answer at all, after which the command goes on (and retries) as it
+/// would without the check.
+const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a topic is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,21 +152,55 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects to `config.brokers`, or starts the embedded mock cluster when none are given.
+    ///
+    /// With security settings (first-class or `security.protocol` passed through), the
+    /// settings are checked first and then the brokers are asked once whether they let
+    /// the client in: refused credentials or a failed TLS handshake are an error here.
+    /// That check blocks for up to a few seconds, once, before the command starts work.
     pub fn open(config: &KafkaConfig) -> Result<Self, ConnectError> {
         let prefix_ok = !config.topic_prefix.is_empty()
             && config.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !prefix_ok {
             return Err(ConnectError::BadPrefix(config.topic_prefix.clone()));
         }
+        let errors = config.security.check(&config.librdkafka);
+        if !errors.is_empty() {
+            return Err(ConnectError::Security(errors));
+        }
+        let secured = config.security.is_set() || config.librdkafka.contains_key("security.protocol");
         let (bootstrap, embedded) = match &config.brokers {
             Some(brokers) => (brokers.clone(), None),
+            None if config.security.is_set() => return Err(ConnectError::SecurityWithoutBrokers),
             None => {
                 // Three brokers, as a small real cluster would have.
                 let mock = MockCluster::new(3).map_err(ConnectError::Embedded)?;
                 (mock.bootstrap_servers(), Some(mock))
             }
         };
-        Ok(Self { bootstrap, config: config.clone(), embedded })
+        let cluster = Self { bootstrap, config: config.clone(), embedded };
+        if secured && cluster.embedded.is_none() {
+            cluster.check_access(ACCESS_CHECK_TIMEOUT)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Asks the brokers whether they let this client in (see [`access::check_access`]).
+    /// A broker that does not answer within `timeout` is not an error: the command's own
+    /// clients keep trying, and say so in the log.
+    pub fn check_access(&self, timeout: Duration) -> Result<(), ConnectError> {
+        let brokers = self.bootstrap.clone();
+        match access::check_access(&self.client_config(), timeout) {
+            Ok(access::Access::Granted) => Ok(()),
+            Ok(access::Access::Refused(access::Refusal::Authentication, reason)) => {
+                Err(ConnectError::Authentication { brokers, reason })
+            }
+            Ok(access::Access::Refused(access::Refusal::Tls, reason)) => Err(ConnectError::Tls { brokers, reason }),
+            Ok(access::Access::Unknown) => {
+                tracing::warn!(brokers, ?timeout, "Kafka did not answer the access check; going on");
+                Ok(())
+            }
+            Err(source) => Err(ConnectError::Client { brokers, source }),
+        }
     }
 
     pub fn bootstrap(&self) -> &str {
@@ -134,15 +221,22 @@ impl Cluster {
         format!("{}.{}", self.config.topic_prefix, suffix)
     }
 
-    /// Base client configuration: bootstrap servers, then the pass-through properties
-    /// (which win, so an operator can override anything).
+    /// Base client configuration: bootstrap servers, security settings, then the
+    /// pass-through properties (which win, so an operator can override anything but
+    /// the security settings given, which [`Cluster::open`] refuses to see overridden).
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
+        self.finish(&mut c);
+        c
+    }
+
+    /// The security settings and the pass-through properties, last on every client.
+    fn finish(&self, c: &mut ClientConfig) {
+        self.config.security.apply(c);
         for (k, v) in &self.config.librdkafka {
             c.set(k, v);
         }
-        c
     }
 
     /// A producer that never duplicates or reorders within a partition and compresses.
@@ -155,9 +249,7 @@ impl Cluster {
             // A few milliseconds of batching cost nothing at 1 Hz per instance and
             // multiply throughput for a fleet.
             .set("linger.ms", "5");
-        for (k, v) in &self.config.librdkafka {
-            c.set(k, v);
-        }
+        self.finish(&mut c);
         c
     }
 
@@ -170,9 +262,7 @@ impl Cluster {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest");
-        for (k, v) in &self.config.librdkafka {
-            c.set(k, v);
-        }
+        self.finish(&mut c);
         c
     }
 
@@ -237,8 +327,9 @@ fn specs_names(specs: &[TopicSpec]) -> String {
     specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// The Kafka flags every Kafka-facing command takes.
-#[derive(Debug, Clone, clap::Args)]
+/// The Kafka flags every Kafka-facing command takes. `Debug` shows secrets, and
+/// pass-through properties that hold them, as `***`.
+#[derive(Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers HOST:PORT[,...]; absent: an in-process mock cluster
     /// (zero setup, for trying things out; it does not hide aborted transactions).
@@ -247,8 +338,11 @@ pub struct KafkaArgs {
     /// Prefix of every topic name: P.telemetry, P.alerts, ...
     #[arg(long, env = "AUGUR_TOPIC_PREFIX", default_value = "augur", value_name = "P")]
     pub topic_prefix: String,
+    #[command(flatten)]
+    pub security: KafkaSecurity,
     /// A librdkafka client property passed through unchanged (repeatable), e.g.
-    /// `--librdkafka security.protocol=SASL_SSL`.
+    /// `--librdkafka socket.keepalive.enable=true`; the last of one key wins. A property
+    /// that one of the security flags above also sets is refused.
     #[arg(long = "librdkafka", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub librdkafka: Vec<(String, String)>,
 }
@@ -258,8 +352,15 @@ impl KafkaArgs {
         KafkaConfig {
             brokers: self.brokers.clone(),
             topic_prefix: self.topic_prefix.clone(),
+            security: self.security.clone(),
             librdkafka: self.librdkafka.iter().cloned().collect(),
         }
+    }
+}
+
+impl std::fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.config().fmt(f)
     }
 }
 

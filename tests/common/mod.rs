@@ -4,7 +4,9 @@
 //! The broker comes from `KAFKA_BOOTSTRAP` when set; otherwise `scripts/kafka start`
 //! fetches Apache Kafka from Maven Central (cached) and starts a KRaft broker on
 //! loopback, watched by this process's pid so it stops when the tests end. A test that
-//! needs a broker and cannot have one fails with the reason; it never skips.
+//! needs a broker and cannot have one fails with the reason; it never skips. The
+//! security tests get a second broker of their own with a SASL/SCRAM listener
+//! ([`scram_broker`], always started here: `KAFKA_BOOTSTRAP` does not apply to it).
 
 #![allow(dead_code)] // each test binary uses its own subset
 
@@ -33,24 +35,64 @@ pub fn bootstrap() -> &'static str {
             }
         }
         let dir = std::env::temp_dir().join(format!("augur-test-kafka-{}", std::process::id()));
-        let out = Command::new(repo_root().join("scripts/kafka"))
-            .args(["start", "--dir"])
-            .arg(&dir)
-            .args(["--watch-pid", &std::process::id().to_string()])
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run scripts/kafka start (a real Apache Kafka broker is required; set KAFKA_BOOTSTRAP to use another): {e}"));
-        assert!(
-            out.status.success(),
-            "scripts/kafka start failed ({}); the integration tests need a real Apache Kafka broker. \
-             Set KAFKA_BOOTSTRAP=HOST:PORT to use a running one.",
-            out.status
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let address = stdout.lines().last().unwrap_or_default().trim().to_owned();
-        assert!(address.contains(':'), "scripts/kafka start printed no bootstrap address: {stdout:?}");
-        address
+        start_broker(&dir, &[]).pop().expect("scripts/kafka start prints the bootstrap address last")
     })
+}
+
+/// A broker of its own with a SASL_PLAINTEXT listener that takes SCRAM-SHA-256 and
+/// SCRAM-SHA-512 for one user, for the security tests: the other tests' broker stays
+/// as it is.
+pub struct ScramBroker {
+    /// The SASL_PLAINTEXT listener.
+    pub sasl: String,
+    /// The PLAINTEXT listener of the same broker, for setting things up.
+    pub plaintext: String,
+    pub username: &'static str,
+    pub password: &'static str,
+}
+
+/// The run's SCRAM broker, started on first use.
+pub fn scram_broker() -> &'static ScramBroker {
+    static BROKER: OnceLock<ScramBroker> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        let (username, password) = ("augur-test", "scram-pw-7f3a9c");
+        let dir = std::env::temp_dir().join(format!("augur-test-kafka-scram-{}", std::process::id()));
+        let lines = start_broker(&dir, &["--scram", &format!("{username}:{password}")]);
+        let sasl = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("SASL_PLAINTEXT="))
+            .unwrap_or_else(|| panic!("scripts/kafka start --scram printed no SASL_PLAINTEXT address: {lines:?}"))
+            .to_owned();
+        let plaintext = lines.last().cloned().unwrap_or_default();
+        ScramBroker { sasl, plaintext, username, password }
+    })
+}
+
+/// Runs `scripts/kafka start` for a broker in `dir` watched by this process; returns the
+/// lines it printed, the bootstrap address last. Fails the test with the reason when
+/// the broker cannot start.
+fn start_broker(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let out = Command::new(repo_root().join("scripts/kafka"))
+        .args(["start", "--dir"])
+        .arg(dir)
+        .args(["--watch-pid", &std::process::id().to_string()])
+        .args(extra)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/kafka start (a real Apache Kafka broker is required; set KAFKA_BOOTSTRAP to use another): {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/kafka start {extra:?} failed ({}); the integration tests need a real Apache Kafka broker. \
+         Set KAFKA_BOOTSTRAP=HOST:PORT to use a running one.",
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<String> = stdout.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect();
+    assert!(
+        lines.last().is_some_and(|a| a.contains(':')),
+        "scripts/kafka start printed no bootstrap address: {stdout:?}"
+    );
+    lines
 }
 
 /// A name no other test (or earlier run) uses: topics, groups, transactional ids.

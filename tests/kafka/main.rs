@@ -8,6 +8,7 @@ mod actuate_kube;
 mod agent;
 mod detect;
 mod export;
+mod security;
 mod signatures;
 mod simulate;
 mod tail;
