@@ -28,31 +28,83 @@ fn librdkafka_pass_through_must_be_key_value() {
     assert!(refused(&["tail", "alerts", "--librdkafka", "novalue"]).contains("KEY=VALUE"));
 }
 
-#[test]
-fn demo_runs_simulator_signatures_and_detector_on_the_embedded_cluster_and_reports() {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
+/// The report's contract fields, which must be numbers.
+const CONTRACT: [&str; 13] = [
+    "injected",
+    "predicted",
+    "lead_time_median_s",
+    "lead_time_p10_s",
+    "holdout",
+    "holdout_failed",
+    "averted",
+    "adjusted_failed",
+    "false_alarms_per_100h",
+    "adjustments_decided",
+    "adjustments_applied",
+    "adjustments_refused",
+    "duplicate_effects",
+];
+
+fn demo_report(flags: &[&str], dir: &std::path::Path, name: &str) -> (serde_json::Value, String) {
+    let report = dir.join(name);
     let out = common::augur()
-        .args(["demo", "--instances", "10", "--duration", "90m", "--seed", "3", "--report"])
+        .args(["demo", "--instances", "12", "--duration", "2h", "--seed", "3", "--report"])
         .arg(&report)
+        .args(flags)
         .output()
         .unwrap();
     assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    (r, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn demo_runs_the_closed_loop_on_the_embedded_cluster_reports_and_draws() {
+    let dir = tempfile::tempdir().unwrap();
+    let charts = dir.path().join("charts");
+    let (r, stdout) = demo_report(&["--charts", charts.to_str().unwrap()], dir.path(), "report.json");
     assert_eq!(r["embedded_cluster"], true);
-    assert_eq!(r["instances"], 10);
+    assert_eq!(r["instances"], 12);
+    for field in CONTRACT {
+        assert!(r[field].is_number(), "{field} is not a number: {r}");
+    }
     let produced = r["records_produced"].as_u64().unwrap();
     assert!(produced > 0);
     assert_eq!(r["records_detected"].as_u64(), Some(produced), "the detector processed every record");
     let starter = augur::signatures::starter::library().unwrap().len();
     assert_eq!(r["signatures"].as_u64(), Some(starter as u64), "the starter library is imported");
-    let happened = r["score"]["failures_happened"].as_u64().unwrap();
-    assert!(happened > 0, "the fleet had failures: {r}");
+    let n = |f: &str| r[f].as_u64().unwrap_or_else(|| panic!("{f} in {r}"));
+    assert!(n("injected") > 0 && n("predicted") > 0, "{r}");
     // Every crash is an instance going silent: the liveness detector sees each one.
-    assert_eq!(r["score"]["crashes_detected_offline"].as_u64(), Some(happened), "{r}");
-    assert_eq!(r["alerts"]["OFFLINE"].as_u64(), Some(happened), "{r}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("predicted before failure") && stdout.contains("false alarms"), "{stdout}");
+    assert_eq!(r["crashes_detected_offline"].as_u64(), Some(n("happened")), "{r}");
+    // Every adjustment decided ends in exactly one audited outcome.
+    let outcomes = ["adjustments_applied", "adjustments_refused", "adjustments_held_out", "adjustments_failed"];
+    assert_eq!(n("adjustments_decided"), outcomes.iter().map(|f| n(f)).sum::<u64>() + n("adjustments_duplicate"));
+    assert_eq!(n("duplicate_effects"), 0);
+    // The mitigation counts add up to the predictions they rest on.
+    assert_eq!(n("holdout") + n("adjusted") + n("unadjusted"), n("predicted"), "{r}");
+    assert_eq!(n("averted"), n("adjusted") - n("adjusted_failed"));
+    assert_eq!(r["failures"].as_array().map(Vec::len), Some(n("injected") as usize));
+    // One readable chart per failure kind that was injected.
+    let kinds = r["by_kind"].as_object().unwrap();
+    let drawn = r["charts"].as_array().unwrap();
+    assert_eq!(drawn.len(), kinds.len(), "{r}");
+    for path in drawn {
+        let svg = std::fs::read_to_string(path.as_str().unwrap()).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("anomaly score"), "{path}");
+    }
+    assert!(stdout.contains("predicted before failure") && stdout.contains("averted"), "{stdout}");
+}
+
+#[test]
+fn demo_gives_the_same_report_for_the_same_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, _) = demo_report(&[], dir.path(), "a.json");
+    let (mut b, _) = demo_report(&[], dir.path(), "b.json");
+    for r in [&mut a, &mut b] {
+        r.as_object_mut().unwrap().remove("wall_seconds");
+    }
+    assert_eq!(a, b);
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! effects. The loop is stepped in event time ([`stepper`]), so a seed gives the same
 //! report on the embedded cluster and on a real one.
 
+mod charts;
 mod report;
 mod stepper;
 
@@ -51,6 +52,10 @@ pub struct Args {
     /// Write the report as JSON to this file as well.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Draw, per failure kind, one instance's telemetry, anomaly score, signature
+    /// confidence and adjustments into this directory (SVG, one file per chart).
+    #[arg(long, value_name = "DIR")]
+    pub charts: Option<PathBuf>,
     /// Share of instances whose adjustments are deliberately not made, so the report
     /// can compare the adjusted failures with doing nothing.
     #[arg(long, value_name = "F", default_value = "0.25", value_parser = parse_fraction)]
@@ -75,6 +80,8 @@ pub enum DemoError {
     Publish(#[from] PublishError),
     #[error(transparent)]
     Fleet(#[from] ConfigError),
+    #[error(transparent)]
+    Chart(#[from] crate::charts::ChartError),
     #[error("stopped before the end of the simulated time")]
     Stopped,
     #[error("starter signatures: {0}")]
@@ -107,6 +114,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
         }
         None => None,
     };
+    if let Some(dir) = &args.charts {
+        crate::charts::prepare(dir)?;
+    }
     let cluster = Cluster::open(&args.kafka.config())?;
 
     // The fleet: 30 % of its instances get a failure, every kind in turn.
@@ -158,7 +168,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
     let window = detect_args.window_config().map_err(DetectError::from)?;
     let stop = shutdown.child_token();
     let detected = Arc::new(AtomicU64::new(0));
-    let detector = detect::run_on(&cluster, detect_args, "demo".to_owned(), window, detected.clone(), stop.clone());
+    let detector =
+        detect::run_on(&cluster, detect_args, "demo".to_owned(), window.clone(), detected.clone(), stop.clone());
 
     let holdout = Holdout { seed: args.seed, fraction: args.holdout };
     let mut stepper = stepper::Stepper::new(&cluster, fleet, detected.clone(), holdout).await?;
@@ -225,6 +236,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
         ..Report::context(args.seed, args.instances, hours, args.holdout)
     };
     let mut report = Report::new(run, context);
+    if let Some(dir) = &args.charts {
+        report.charts = charts::draw_all(dir, &stepper, &report, &window, start_ms)?;
+    }
     report.wall_seconds = began.elapsed().as_secs_f64();
     if let (Some(path), Some(file)) = (&args.report, report_file) {
         serde_json::to_writer_pretty(file, &report)

@@ -6,6 +6,7 @@ mod common;
 mod actuate;
 mod actuate_kube;
 mod agent;
+mod demo;
 mod detect;
 mod export;
 mod security;
