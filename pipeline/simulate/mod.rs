@@ -67,8 +67,8 @@ pub struct Args {
     #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',')]
     pub kinds: Vec<FailureKind>,
     /// Write the ground truth here: one JSON object per injected failure (instance,
-    /// kind, onset_ms, failure_ms, app_type, function); failure_ms is null if the
-    /// failure had not happened by the end of the run.
+    /// kind, onset_ms, failure_ms, expected_failure_ms, app_type, function); failure_ms
+    /// is null if the failure had not happened by the end of the run.
     #[arg(long, value_name = "FILE")]
     pub ground_truth: Option<PathBuf>,
     /// Partitions of the telemetry topic, if this command creates it.

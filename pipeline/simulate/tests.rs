@@ -317,8 +317,8 @@ fn ground_truth_is_json_lines_with_null_for_failures_yet_to_happen() {
     assert_eq!(
         first,
         format!(
-            r#"{{"instance":"{}","kind":"{}","onset_ms":{},"failure_ms":null,"app_type":"{}","function":"{}"}}"#,
-            g.instance, g.kind, g.onset_ms, g.app_type, g.function
+            r#"{{"instance":"{}","kind":"{}","onset_ms":{},"failure_ms":null,"expected_failure_ms":{},"app_type":"{}","function":"{}"}}"#,
+            g.instance, g.kind, g.onset_ms, g.expected_failure_ms, g.app_type, g.function
         )
     );
 }
