@@ -82,7 +82,7 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
     let by_id: BTreeMap<&str, &Adjustment> = adjustments.iter().map(|a| (a.id.as_str(), a)).collect();
     let policies = augur::policy::Policies::shipped().expect("shipped policies");
     let mut applied_times: Vec<i64> = Vec::new();
-    let mut last_applied: BTreeMap<&str, (i64, &str)> = BTreeMap::new();
+    let mut applied_on: BTreeMap<&str, Vec<(i64, &str, i32)>> = BTreeMap::new();
     let mut seen = BTreeMap::new();
     let mut current = before.clone();
     let mut ordered: Vec<&Actuation> = audit.iter().collect();
@@ -94,18 +94,25 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
         match act.result {
             ActuationResult::Applied => {
                 applied_times.push(act.event_time_ms);
-                // Actions decided from one alert (a resize and a scale-out) go together;
-                // those of two alerts are a cooldown apart.
-                let now = (act.event_time_ms, adj.alert_id.as_str());
-                if let Some((prev, prev_alert)) = last_applied.insert(act.instance_id.as_str(), now) {
+                // Actions decided from one alert, or from one window of the instance (a
+                // resize and a scale-out, a signature match and its anomaly tier), go
+                // together; others are a cooldown apart unless the later escalates: a
+                // strictly higher tier than the earlier one.
+                let earlier = applied_on.entry(act.instance_id.as_str()).or_default();
+                for &(prev, prev_alert, prev_tier) in earlier.iter() {
                     let gap_s = (act.event_time_ms - prev) / 1000;
                     assert!(
-                        prev_alert == adj.alert_id || gap_s >= guard.instance_cooldown_s as i64,
-                        "{} acted on twice {gap_s} s apart, inside the {} s cooldown",
+                        prev_alert == adj.alert_id
+                            || prev == act.event_time_ms
+                            || gap_s >= guard.instance_cooldown_s as i64
+                            || adj.tier > prev_tier,
+                        "{} acted on twice {gap_s} s apart (tiers {prev_tier} then {}), inside the {} s cooldown",
                         act.instance_id,
+                        adj.tier,
                         guard.instance_cooldown_s
                     );
                 }
+                earlier.push((act.event_time_ms, adj.alert_id.as_str(), adj.tier));
                 match adj.action {
                     Action::Resize => {
                         let path = format!("/pods/{}/resize", act.instance_id);

@@ -13,10 +13,9 @@
 //! - no two actions on one instance, or on one workload (application type + function),
 //!   decided from different alerts lie closer in event time than that cooldown (the
 //!   adjustments of one alert, or on one instance of one window, act together and share
-//!   their cooldown), except on one
-//!   instance when the later is of a higher tier: a failure that worsens is not made to
-//!   wait behind the mild step taken at its first signs (the workload cooldown is
-//!   between different instances);
+//!   their cooldown), except on one instance when the later is of a higher tier: a
+//!   failure that worsens is not made to wait behind the mild step taken at its first
+//!   signs (the workload cooldown is between different instances);
 //! - no rolling minute of event time holds more than K actions fleet-wide
 //!   ([`FleetLimits::max_actions_per_minute`]);
 //! - at no moment are more than P% of a workload's instances within their instance

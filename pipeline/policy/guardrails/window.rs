@@ -13,8 +13,8 @@ use super::MINUTE_MS;
 /// The remembered action of another alert closer than `cooldown` to `t`, the nearest
 /// first, unless one of the two escalates the other: the later is of a strictly higher
 /// tier. Actions at the same event time come from one window of the instance (a
-/// signature match and its anomaly tier) and act together. The rule looks at both actions' times, not at which arrived first, so it
-/// holds for any arrival order.
+/// signature match and its anomaly tier) and act together. The rule looks at both
+/// actions' times, not at which arrived first, so it holds for any arrival order.
 pub(super) fn cooldown_conflict<'a>(
     set: Option<&'a BTreeSet<(i64, String, i32)>>,
     t: i64,
