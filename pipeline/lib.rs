@@ -17,6 +17,7 @@ pub mod demo;
 pub mod detect;
 pub mod evaluate;
 pub mod export;
+pub mod feedback;
 pub mod kafka;
 pub mod observe;
 pub mod policy;

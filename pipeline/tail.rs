@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{
     Actuation, Adjustment, Alert, Codec, CodecError, DeadLetter, FailureSignature, FeedbackOutcome, ModelAnnouncement,
-    Record, TelemetrySample,
+    Record, TelemetrySample, TunedValue, WindowEvidence,
 };
 use crate::kafka::{Cluster, ConnectError, KafkaArgs};
 
@@ -32,6 +32,10 @@ pub enum TopicRole {
     Signatures,
     Models,
     Feedback,
+    /// Per-window evidence of the detector (score, closest signature), alerting or not.
+    Scores,
+    /// The values the feedback loop tuned.
+    Tuned,
     Dlq,
 }
 
@@ -81,6 +85,8 @@ enum Decoder {
     Signatures(Codec<FailureSignature>),
     Models(Codec<ModelAnnouncement>),
     Feedback(Codec<FeedbackOutcome>),
+    Scores(Codec<WindowEvidence>),
+    Tuned(Codec<TunedValue>),
     Dlq(Codec<DeadLetter>),
 }
 
@@ -94,6 +100,8 @@ impl Decoder {
             TopicRole::Signatures => (Self::Signatures(Codec::new()), FailureSignature::TOPIC),
             TopicRole::Models => (Self::Models(Codec::new()), ModelAnnouncement::TOPIC),
             TopicRole::Feedback => (Self::Feedback(Codec::new()), FeedbackOutcome::TOPIC),
+            TopicRole::Scores => (Self::Scores(Codec::new()), WindowEvidence::TOPIC),
+            TopicRole::Tuned => (Self::Tuned(Codec::new()), TunedValue::TOPIC),
             TopicRole::Dlq => (Self::Dlq(Codec::new()), DeadLetter::TOPIC),
         }
     }
@@ -119,6 +127,8 @@ impl Decoder {
             Self::Signatures(c) => json(c, bytes),
             Self::Models(c) => json(c, bytes),
             Self::Feedback(c) => json(c, bytes),
+            Self::Scores(c) => json(c, bytes).map(with_instance),
+            Self::Tuned(c) => json(c, bytes),
             Self::Dlq(c) => json(c, bytes),
         }
     }

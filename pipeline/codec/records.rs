@@ -231,6 +231,37 @@ pub struct FeedbackOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowEvidence {
+    pub instance_id: String,
+    pub app_type: String,
+    pub function: String,
+    pub window_end_ms: i64,
+    pub anomaly_score: Option<f64>,
+    pub tier: i32,
+    pub model_version: Option<String>,
+    pub signature: Option<String>,
+    pub confidence: f64,
+    pub threshold: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunedStep {
+    pub from_ms: i64,
+    pub value: f64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunedValue {
+    pub key: String,
+    pub app_type: String,
+    pub default_value: f64,
+    pub floor: f64,
+    pub ceiling: f64,
+    pub steps: Vec<TunedStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelAnnouncement {
     pub app_type: String,
     pub version: String,
@@ -272,5 +303,7 @@ record!(Adjustment, "adjustment.avsc", "adjustments");
 record!(Actuation, "actuation.avsc", "actuations");
 record!(FailureSignature, "signature.avsc", "signatures");
 record!(FeedbackOutcome, "feedback.avsc", "feedback");
+record!(WindowEvidence, "evidence.avsc", "scores");
+record!(TunedValue, "tuned.avsc", "tuned");
 record!(ModelAnnouncement, "model.avsc", "models");
 record!(DeadLetter, "dead_letter.avsc", "dlq");

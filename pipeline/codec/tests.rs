@@ -120,6 +120,32 @@ fn every_shipped_schema_round_trips_a_record() {
     let c = Codec::<FeedbackOutcome>::new();
     assert_eq!(c.decode(&c.encode(&fb).unwrap()).unwrap(), fb);
 
+    let evidence = WindowEvidence {
+        instance_id: "web-0007".into(),
+        app_type: "web".into(),
+        function: "checkout".into(),
+        window_end_ms: 1_800_000,
+        anomaly_score: Some(42.0),
+        tier: 1,
+        model_version: Some("1".into()),
+        signature: Some("web/*/memory_leak".into()),
+        confidence: 0.61,
+        threshold: 0.7,
+    };
+    let c = Codec::<WindowEvidence>::new();
+    assert_eq!(c.decode(&c.encode(&evidence).unwrap()).unwrap(), evidence);
+
+    let tuned = TunedValue {
+        key: "threshold/web/*/memory_leak".into(),
+        app_type: "web".into(),
+        default_value: 0.7,
+        floor: 0.4,
+        ceiling: 0.95,
+        steps: vec![TunedStep { from_ms: 60_000, value: 0.65, reason: "missed web-0003".into() }],
+    };
+    let c = Codec::<TunedValue>::new();
+    assert_eq!(c.decode(&c.encode(&tuned).unwrap()).unwrap(), tuned);
+
     let model = ModelAnnouncement {
         app_type: "web".into(),
         version: "20261122T1000".into(),
@@ -267,6 +293,8 @@ fn every_shipped_schema_parses() {
         Actuation::SCHEMA,
         FailureSignature::SCHEMA,
         FeedbackOutcome::SCHEMA,
+        WindowEvidence::SCHEMA,
+        TunedValue::SCHEMA,
         ModelAnnouncement::SCHEMA,
         DeadLetter::SCHEMA,
     ] {
@@ -287,6 +315,8 @@ fn canonical_forms_agree_with_other_avro_implementations() {
         Actuation::SCHEMA,
         FailureSignature::SCHEMA,
         FeedbackOutcome::SCHEMA,
+        WindowEvidence::SCHEMA,
+        TunedValue::SCHEMA,
         ModelAnnouncement::SCHEMA,
         DeadLetter::SCHEMA,
     ] {

@@ -1,0 +1,150 @@
+//! Tuned values: the compacted `<prefix>.tuned` topic as the detector reads it.
+//!
+//! In: [`TunedValue`] records, key `threshold/<signature key>` (a signature's confidence
+//! threshold) or `tier-shift/<app type>` (points added to the anomaly tiers' lower
+//! boundaries 31, 71 and 91 of one application type). Out: [`Tuning`], the value of
+//! each key in force at an event time. Guarantee: a record carries every step its key
+//! took with the event time each takes effect from, so a detector that replays its
+//! lookback after a restart applies, window by window, the values a detector that never
+//! stopped applied; the feedback loop sets each step's time ahead of the evidence it
+//! rests on (see `feedback::tracker`), so every replica has read the step before its
+//! windows reach that time.
+
+use std::collections::HashMap;
+
+use crate::codec::TunedValue;
+use crate::kafka::table::Entry;
+
+/// Most steps a record keeps; older ones are dropped, the oldest kept then holds from
+/// the start. A lookback replay reaches minutes back, the steps months.
+pub const MAX_STEPS: usize = 64;
+
+/// The key of a signature's tuned threshold.
+pub fn threshold_key(signature: &str) -> String {
+    format!("threshold/{signature}")
+}
+
+/// The key of an application type's tuned tier shift.
+pub fn shift_key(app_type: &str) -> String {
+    format!("tier-shift/{app_type}")
+}
+
+impl Entry for TunedValue {
+    const NAME: &'static str = "tuned value";
+
+    fn key(&self) -> String {
+        self.key.clone()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let known = self.key.strip_prefix("threshold/").or_else(|| self.key.strip_prefix("tier-shift/"));
+        if known.is_none_or(str::is_empty) {
+            return Err(format!("key {:?} is neither threshold/<signature> nor tier-shift/<app type>", self.key));
+        }
+        if !(self.floor.is_finite() && self.ceiling.is_finite() && self.floor <= self.ceiling) {
+            return Err(format!("limits [{}, {}] are not an interval", self.floor, self.ceiling));
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if !(self.floor..=self.ceiling).contains(&step.value) {
+                return Err(format!("step {i} value {} outside [{}, {}]", step.value, self.floor, self.ceiling));
+            }
+            if i > 0 && step.from_ms < self.steps[i - 1].from_ms {
+                return Err(format!("step {i} takes effect before step {}", i - 1));
+            }
+        }
+        if self.steps.len() > MAX_STEPS {
+            return Err(format!("{} steps, more than {MAX_STEPS}", self.steps.len()));
+        }
+        Ok(())
+    }
+}
+
+impl TunedValue {
+    /// The value in force at event time `at_ms`: the last step taken effect by then,
+    /// else the default.
+    pub fn at(&self, at_ms: i64) -> f64 {
+        let n = self.steps.partition_point(|s| s.from_ms <= at_ms);
+        match n {
+            0 => self.default_value,
+            n => self.steps[n - 1].value,
+        }
+    }
+
+    /// The latest value, whatever its effective time.
+    pub fn latest(&self) -> f64 {
+        self.steps.last().map_or(self.default_value, |s| s.value)
+    }
+}
+
+/// Every tuned value by key, as the detector applies them.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    values: HashMap<String, TunedValue>,
+}
+
+impl Tuning {
+    pub fn new(values: impl IntoIterator<Item = TunedValue>) -> Self {
+        Self { values: values.into_iter().map(|v| (v.key.clone(), v)).collect() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The tuned threshold of `signature` at `at_ms`, if the feedback loop tuned it.
+    pub fn threshold(&self, signature: &str, at_ms: i64) -> Option<f64> {
+        if self.values.is_empty() {
+            return None;
+        }
+        self.values.get(&threshold_key(signature)).map(|v| v.at(at_ms))
+    }
+
+    /// Points added to the anomaly tiers' boundaries of `app_type` at `at_ms` (0 if
+    /// never tuned).
+    pub fn shift(&self, app_type: &str, at_ms: i64) -> f64 {
+        if self.values.is_empty() {
+            return 0.0;
+        }
+        self.values.get(&shift_key(app_type)).map_or(0.0, |v| v.at(at_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::TunedStep;
+
+    fn value(steps: &[(i64, f64)]) -> TunedValue {
+        TunedValue {
+            key: threshold_key("web/*/memory_leak"),
+            app_type: "web".into(),
+            default_value: 0.9,
+            floor: 0.4,
+            ceiling: 0.95,
+            steps: steps.iter().map(|&(from_ms, value)| TunedStep { from_ms, value, reason: "r".into() }).collect(),
+        }
+    }
+
+    #[test]
+    fn the_value_in_force_is_the_last_step_taken_effect_by_then() {
+        let v = value(&[(100, 0.85), (200, 0.8)]);
+        assert_eq!(v.at(99), 0.9);
+        assert_eq!(v.at(100), 0.85);
+        assert_eq!(v.at(199), 0.85);
+        assert_eq!(v.at(10_000), 0.8);
+        let t = Tuning::new([v]);
+        assert_eq!(t.threshold("web/*/memory_leak", 150), Some(0.85));
+        assert_eq!(t.threshold("web/*/cpu_saturation", 150), None);
+        assert_eq!(t.shift("web", 150), 0.0);
+    }
+
+    #[test]
+    fn values_outside_their_limits_or_out_of_order_are_refused() {
+        assert!(value(&[(100, 0.85)]).check().is_ok());
+        assert!(value(&[(100, 0.3)]).check().unwrap_err().contains("outside"));
+        assert!(value(&[(200, 0.85), (100, 0.8)]).check().unwrap_err().contains("before"));
+        let mut bad = value(&[]);
+        bad.key = "limit/web".into();
+        assert!(bad.check().unwrap_err().contains("neither"));
+    }
+}
