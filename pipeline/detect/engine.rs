@@ -28,7 +28,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Adjustment, Alert, Codec, DeadLetter};
+use crate::codec::{Adjustment, Alert, Codec, DeadLetter, WindowEvidence};
 use crate::detect::dtw::Dtw;
 use crate::detect::metrics::Metrics;
 use crate::detect::partition::{Counters, Input, Judge, Output, PartitionState, Shared};
@@ -61,6 +61,8 @@ pub struct EngineConfig {
     pub telemetry_topic: String,
     pub alerts_topic: String,
     pub adjustments_topic: String,
+    /// Every evaluated window's evidence, for the feedback loop.
+    pub scores_topic: String,
     pub dlq_topic: String,
     pub replica_id: String,
     pub threads: usize,
@@ -258,7 +260,7 @@ pub fn run(
     let mut dtws: Vec<Dtw> = (0..config.threads.max(1)).map(|_| Dtw::new(config.dtw_radius)).collect();
     let mut totals = Totals::default();
     let mut last_report = Instant::now();
-    let codecs = Codecs { alert: Codec::new(), adjustment: Codec::new(), dead: Codec::new() };
+    let codecs = Codecs { alert: Codec::new(), adjustment: Codec::new(), evidence: Codec::new(), dead: Codec::new() };
 
     while !shutdown.is_cancelled() {
         // Also while idle, so that the gauges (lag above all) come down to rest.
@@ -455,6 +457,7 @@ fn process_parallel(shared: &Shared, judge: &Judge, dtws: &mut [Dtw], work: &mut
 struct Codecs {
     alert: Codec<Alert>,
     adjustment: Codec<Adjustment>,
+    evidence: Codec<WindowEvidence>,
     dead: Codec<DeadLetter>,
 }
 
@@ -485,6 +488,14 @@ fn transact(
                         .key(a.instance_id.as_bytes())
                         .payload(&buf)
                         .timestamp(a.event_time_ms);
+                    txn::send(producer, record)?;
+                }
+                Output::Evidence(e) => {
+                    codecs.evidence.encode_into(e, &mut buf).map_err(TxnError::Encode)?;
+                    let record = BaseRecord::to(&config.scores_topic)
+                        .key(e.instance_id.as_bytes())
+                        .payload(&buf)
+                        .timestamp(e.window_end_ms);
                     txn::send(producer, record)?;
                 }
                 Output::Dead(d) => txn::send_dead_letter(producer, &codecs.dead, &config.dlq_topic, d, &mut buf)?,

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crate::codec::{FailureSignature, MetricContribution, Normalisation};
 use crate::detect::confidence::{confidence, distance_at};
 use crate::detect::dtw::{Dtw, Library, Series};
+use crate::feedback::Tuning;
 use crate::window::features;
 
 /// Confidence under which a signature does not match a window at all: at 0.01 the
@@ -54,6 +55,9 @@ pub struct Evaluation {
     /// The signature whose confidence is furthest above (or least below) its threshold.
     pub best: Candidate,
     pub runner_up: Option<Candidate>,
+    /// The most confident match, above its threshold or not: the evidence the feedback
+    /// loop blames a missed failure on.
+    pub closest: Candidate,
     /// The best match's metrics, largest contribution first.
     pub explanation: Vec<MetricContribution>,
     /// DTW comparisons run to the end or abandoned, and signatures the lower bounds pruned.
@@ -176,8 +180,23 @@ impl Matcher {
     /// function); `None` when no signature applies or the window lacks their metrics.
     /// `values` is time-major, `points × features`, with `NaN` where nothing is known.
     pub fn evaluate(&self, dtw: &mut Dtw, app_type: &str, function: &str, values: &[f64]) -> Option<Evaluation> {
+        self.evaluate_tuned(dtw, app_type, function, values, &Tuning::default(), 0)
+    }
+
+    /// [`Self::evaluate`] with the thresholds the feedback loop tuned in force at event
+    /// time `at_ms` in place of the signatures' own.
+    pub fn evaluate_tuned(
+        &self,
+        dtw: &mut Dtw,
+        app_type: &str,
+        function: &str,
+        values: &[f64],
+        tuning: &Tuning,
+        at_ms: i64,
+    ) -> Option<Evaluation> {
         let channels_total = values.len() / self.points.max(1);
         let mut top: Vec<Candidate> = Vec::with_capacity(2);
+        let mut closest: Option<Candidate> = None;
         let mut best_query: Option<(usize, Series)> = None;
         let (mut computed, mut pruned) = (0, 0);
         for (gi, group) in self.groups.iter().enumerate() {
@@ -190,11 +209,18 @@ impl Matcher {
             pruned += m.pruned_kim + m.pruned_keogh;
             let cells = (group.points, group.channels.len());
             for hit in m.best.into_iter().chain(m.runner_up) {
+                let mut signature = group.signatures[hit.index].clone();
+                if let Some(t) = tuning.threshold(&signature.key, at_ms) {
+                    signature.threshold = t;
+                }
                 let candidate = Candidate {
-                    signature: group.signatures[hit.index].clone(),
+                    signature,
                     distance: hit.distance,
                     confidence: confidence(hit.distance, cells.0, cells.1),
                 };
+                if closest.as_ref().is_none_or(|c| candidate.confidence > c.confidence) {
+                    closest = Some(candidate.clone());
+                }
                 // Keep the two that clear their own thresholds by the most: ranking by
                 // confidence alone would let a confident signature with a high threshold
                 // hide one that is above its lower threshold. Ties go to the earlier one.
@@ -216,7 +242,8 @@ impl Matcher {
             Some((gi, q)) => explain(dtw, &self.groups[gi], &q, &best),
             None => Vec::new(),
         };
-        Some(Evaluation { best, runner_up, explanation, computed, pruned })
+        let closest = closest.unwrap_or_else(|| best.clone());
+        Some(Evaluation { best, runner_up, closest, explanation, computed, pruned })
     }
 }
 

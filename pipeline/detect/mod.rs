@@ -33,7 +33,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Adjustment, Alert, Codec, DeadLetter, FailureSignature, ModelAnnouncement, TelemetrySample};
+use crate::codec::{
+    Adjustment, Alert, Codec, DeadLetter, FailureSignature, ModelAnnouncement, TelemetrySample, TunedValue,
+    WindowEvidence,
+};
+use crate::feedback::Tuning;
 use crate::kafka::{Cluster, ConnectError, KafkaArgs, Retention, TopicSpec};
 use crate::observe::Readiness;
 use crate::policy::Policies;
@@ -122,6 +126,8 @@ pub enum DetectError {
     Signatures(String),
     #[error("model table: {0}")]
     Models(String),
+    #[error("tuned-value table: {0}")]
+    Tuned(String),
     #[error(transparent)]
     Observe(crate::observe::ObserveError),
     #[error("cannot tell the host name ({0}); pass --replica-id")]
@@ -187,6 +193,11 @@ pub async fn run_on(
             TopicSpec { name: cluster.topic::<DeadLetter>(), partitions: 1, retention: Retention::Log },
             TopicSpec { name: cluster.topic::<FailureSignature>(), partitions: 1, retention: Retention::Compacted },
             TopicSpec { name: cluster.topic::<ModelAnnouncement>(), partitions: 1, retention: Retention::Compacted },
+            TopicSpec {
+                name: cluster.topic::<WindowEvidence>(),
+                partitions: args.partitions,
+                retention: Retention::Log,
+            },
         ])
         .await?;
     let table =
@@ -211,7 +222,15 @@ pub async fn run_on(
         liveness,
         policies,
     });
-    let judges = Arc::new(Tables { signatures: table, models, window: window.clone(), cache: Mutex::new(None) });
+    let tuned = TunedTable::follow(cluster, shutdown.clone()).await.map_err(|e| DetectError::Tuned(e.to_string()))?;
+    let judges = Arc::new(Tables {
+        signatures: table,
+        models,
+        tuned,
+        window: window.clone(),
+        cache: Mutex::new(None),
+        tuning: Mutex::new(None),
+    });
     let j = judges.judge();
     for s in j.matcher.skipped() {
         tracing::warn!(signature = %s.key, reason = %s.reason, "signature not used");
@@ -235,6 +254,7 @@ pub async fn run_on(
         telemetry_topic: telemetry,
         alerts_topic: cluster.topic::<Alert>(),
         adjustments_topic: cluster.topic::<Adjustment>(),
+        scores_topic: cluster.topic::<WindowEvidence>(),
         dlq_topic: cluster.topic::<DeadLetter>(),
         replica_id,
         threads: args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from),
@@ -258,13 +278,16 @@ pub async fn run_on(
     Ok(totals)
 }
 
-/// The signature and model tables as the engine sees them: a matcher rebuilt when the
-/// signature table changes, the model set when the model table does.
+/// The signature, model and tuned-value tables as the engine sees them: a matcher
+/// rebuilt when the signature table changes, the model set when the model table does,
+/// the tuning when the tuned table does.
 struct Tables {
     signatures: SignatureTable,
     models: Models,
+    tuned: TunedTable,
     window: WindowConfig,
     cache: Mutex<Option<(u64, Arc<Matcher>)>>,
+    tuning: Mutex<Option<(u64, Arc<Tuning>)>>,
 }
 
 impl Tables {
@@ -286,14 +309,30 @@ impl Tables {
         *cache = Some((current.version, m.clone()));
         m
     }
+
+    fn tuning(&self) -> Arc<Tuning> {
+        let current = self.tuned.current();
+        let mut cache = self.tuning.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, t)) = cache.as_ref() {
+            if *v == current.version {
+                return t.clone();
+            }
+        }
+        let t = Arc::new(Tuning::new(current.entries.values().cloned()));
+        *cache = Some((current.version, t.clone()));
+        t
+    }
 }
 
 impl Judges for Tables {
     fn version(&self) -> u64 {
-        self.signatures.version().wrapping_add(self.models.version())
+        self.signatures.version().wrapping_add(self.models.version()).wrapping_add(self.tuned.version())
     }
 
     fn judge(&self) -> Arc<Judge> {
-        Arc::new(Judge { matcher: self.matcher(), models: self.models.set() })
+        Arc::new(Judge { matcher: self.matcher(), models: self.models.set(), tuning: self.tuning() })
     }
 }
+
+/// The tuned values, loaded and followed like the signatures.
+type TunedTable = crate::kafka::table::Table<TunedValue>;

@@ -23,19 +23,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::codec::{Adjustment, Alert, AlertKind, Codec, DeadLetter, TelemetrySample};
+use crate::codec::{Adjustment, Alert, AlertKind, Codec, DeadLetter, TelemetrySample, WindowEvidence};
 use crate::detect::dtw::Dtw;
 use crate::detect::lstm::WindowScore;
 use crate::detect::matcher::Matcher;
 use crate::detect::models::ModelSet;
 use crate::detect::validate;
-use crate::policy::{tier, Policies};
+use crate::feedback::Tuning;
+use crate::policy::{tier_of_score, Policies};
 use crate::window::liveness::{Liveness, LivenessConfig, LivenessEvent, LivenessKind};
 use crate::window::{ClosedWindow, Windows};
 
-/// The policy's adjustments for an alert, in the same transaction as the alert.
-fn decide(counters: &mut Counters, shared: &Shared, alert: &Alert, out: &mut Vec<Output>) {
-    for a in shared.policies.decide(alert) {
+/// The policy's adjustments for an alert, in the same transaction as the alert, with
+/// the tier boundaries `shift`ed as tuned.
+fn decide(counters: &mut Counters, shared: &Shared, alert: &Alert, shift: f64, out: &mut Vec<Output>) {
+    for a in shared.policies.decide_shifted(alert, shift) {
         counters.adjustments += 1;
         out.push(Output::Adjustment(a));
     }
@@ -55,12 +57,13 @@ pub struct Shared {
     pub policies: Policies,
 }
 
-/// What windows are judged by: the signature matcher and the anomaly models, swapped
-/// together between batches.
+/// What windows are judged by: the signature matcher, the anomaly models and the
+/// values the feedback loop tuned, swapped together between batches.
 #[derive(Clone)]
 pub struct Judge {
     pub matcher: Arc<Matcher>,
     pub models: Arc<ModelSet>,
+    pub tuning: Arc<Tuning>,
 }
 
 /// The lowest tier that alerts: 71–90, where the seed logs the event.
@@ -82,6 +85,8 @@ pub enum Output {
     /// A resource change the policy decided from an alert (or from a score in the
     /// 31–70 tier, which changes resources without alerting).
     Adjustment(Adjustment),
+    /// What every evaluated window showed, alerting or not: the feedback loop's input.
+    Evidence(WindowEvidence),
     Dead(DeadLetter),
 }
 
@@ -186,7 +191,7 @@ impl PartitionState {
             }
         }
         for ((w, offset), score) in pending.iter().zip(scores) {
-            self.evaluate(shared, &judge.matcher, dtw, w, score, *offset, out);
+            self.evaluate(shared, judge, dtw, w, score, *offset, out);
         }
         // Only now, and only instances the window store has forgotten (idle past the
         // expiry): their next window starts afresh, so their decision can never be a
@@ -256,7 +261,7 @@ impl PartitionState {
     fn evaluate(
         &mut self,
         shared: &Shared,
-        matcher: &Matcher,
+        judge: &Judge,
         dtw: &mut Dtw,
         w: &ClosedWindow,
         score: Option<(WindowScore, Arc<str>)>,
@@ -265,9 +270,11 @@ impl PartitionState {
     ) {
         self.counters.windows += 1;
         self.counters.scored += u64::from(score.is_some());
-        let evaluation = matcher.evaluate(dtw, &w.app_type, &w.function, &w.values);
+        let tuning = &judge.tuning;
+        let evaluation = judge.matcher.evaluate_tuned(dtw, &w.app_type, &w.function, &w.values, tuning, w.end_ms);
         let matched = evaluation.as_ref().filter(|e| e.alerts()).map(|e| e.best.signature.key.clone());
-        let tier_now = score.as_ref().map_or(0, |(s, _)| tier(s.score));
+        let shift = tuning.shift(&w.app_type, w.end_ms);
+        let tier_now = score.as_ref().and_then(|(s, _)| tier_of_score(f64::from(s.score) - shift)).unwrap_or(0);
         let previous = self.active.get(&w.instance_id).filter(|a| a.end_ms == w.end_ms - shared.hop_ms);
         let continuing = matches!(previous, Some(Active { signature: Some(sig), .. }) if matched.as_ref() == Some(sig));
         let escalated = tier_now > 0 && previous.is_none_or(|a| a.tier < tier_now);
@@ -306,7 +313,7 @@ impl PartitionState {
                     explanation: e.explanation.clone(),
                     ..base(AlertKind::Signature, alert_id(&w.instance_id, AlertKind::Signature, Some(key), w.end_ms))
                 };
-                decide(&mut self.counters, shared, &alert, out);
+                decide(&mut self.counters, shared, &alert, shift, out);
                 out.push(Output::Alert(alert));
             }
         }
@@ -320,13 +327,26 @@ impl PartitionState {
                 alert.runner_up = Some(e.best.signature.key.to_string());
                 alert.runner_up_confidence = e.best.confidence;
             }
-            decide(&mut self.counters, shared, &alert, out);
+            decide(&mut self.counters, shared, &alert, shift, out);
             // 31–70 changes resources quietly; from 71 on the seed logs the event.
             if tier_now >= ALERT_TIER {
                 self.counters.alerts += 1;
                 out.push(Output::Alert(alert));
             }
         }
+        let closest = evaluation.as_ref().map(|e| &e.closest);
+        out.push(Output::Evidence(WindowEvidence {
+            instance_id: w.instance_id.clone(),
+            app_type: w.app_type.clone(),
+            function: w.function.clone(),
+            window_end_ms: w.end_ms,
+            anomaly_score: score.as_ref().map(|(s, _)| f64::from(s.score)),
+            tier: i32::from(tier_now),
+            model_version: score.as_ref().map(|(_, v)| v.to_string()),
+            signature: closest.map(|c| c.signature.key.to_string()),
+            confidence: closest.map_or(0.0, |c| c.confidence),
+            threshold: closest.map_or(0.0, |c| c.signature.threshold),
+        }));
         self.active.insert(w.instance_id.clone(), Active { end_ms: w.end_ms, signature: matched, tier: tier_now });
     }
 

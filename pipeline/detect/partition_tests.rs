@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::*;
+use crate::codec::{TunedStep, TunedValue};
 use crate::detect::matcher::Matcher;
+use crate::feedback::tuned::{shift_key, threshold_key};
 use crate::kafka::table::Entry;
 use crate::simulate::{FailureKind, Fleet, FleetConfig};
 use crate::window::WindowConfig;
@@ -33,6 +35,21 @@ fn records(instances: usize, seed: u64) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
 
 /// Alert and adjustment ids of the records processed with a flush every `batch` records.
 fn outputs(records: &[(Vec<u8>, Vec<u8>, i64)], batch: usize) -> BTreeSet<String> {
+    run(records, batch, Tuning::default())
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Alert(a) => Some(a.id),
+            Output::Adjustment(a) => Some(a.id),
+            Output::Evidence(e) => {
+                Some(format!("{}@{}:{:?}/{:.6}", e.instance_id, e.window_end_ms, e.anomaly_score, e.confidence))
+            }
+            Output::Dead(_) => None,
+        })
+        .collect()
+}
+
+/// Every output of the records processed with a flush every `batch` records.
+fn run(records: &[(Vec<u8>, Vec<u8>, i64)], batch: usize, tuning: Tuning) -> Vec<Output> {
     let window = WindowConfig::default();
     let signatures: BTreeMap<String, _> = crate::signatures::starter::library()
         .expect("the starter library")
@@ -41,7 +58,7 @@ fn outputs(records: &[(Vec<u8>, Vec<u8>, i64)], batch: usize) -> BTreeSet<String
         .collect();
     let matcher = Arc::new(Matcher::build(&signatures, &window.features, window.step_ms, window.points, 6));
     let models = Arc::new(ModelSet::shipped(&crate::detect::lstm::shipped_dir(), &window));
-    let judge = Judge { matcher, models };
+    let judge = Judge { matcher, models, tuning: Arc::new(tuning) };
     let liveness = LivenessConfig::default();
     let shared = Shared {
         windows: Windows::new(window.clone()),
@@ -65,13 +82,7 @@ fn outputs(records: &[(Vec<u8>, Vec<u8>, i64)], batch: usize) -> BTreeSet<String
         }
     }
     state.flush(&shared, &judge, &mut dtw, &mut out);
-    out.into_iter()
-        .filter_map(|o| match o {
-            Output::Alert(a) => Some(a.id),
-            Output::Adjustment(a) => Some(a.id),
-            Output::Dead(_) => None,
-        })
-        .collect()
+    out
 }
 
 #[test]
@@ -91,4 +102,69 @@ fn outputs_do_not_depend_on_where_batches_end() {
             one_by_one.difference(&other).collect::<Vec<_>>()
         );
     }
+}
+
+/// A tuned value of `key` that steps to `value` at `from_ms`.
+fn step(key: String, default_value: f64, floor: f64, ceiling: f64, from_ms: i64, value: f64) -> TunedValue {
+    let steps = vec![TunedStep { from_ms, value, reason: "test".into() }];
+    TunedValue { key, app_type: "any".into(), default_value, floor, ceiling, steps }
+}
+
+fn alerts(outputs: &[Output]) -> Vec<&Alert> {
+    outputs.iter().filter_map(|o| if let Output::Alert(a) = o { Some(a) } else { None }).collect()
+}
+
+#[test]
+fn tuned_thresholds_and_tier_shifts_hold_from_their_effective_time_on() {
+    let records = records(8, 5);
+    let plain = run(&records, 1, Tuning::default());
+    let start = records[0].2;
+    let from_ms = start + 3_600_000;
+    let signatures: BTreeSet<String> =
+        alerts(&plain).iter().filter_map(|a| a.signature.clone().filter(|_| a.kind == AlertKind::Signature)).collect();
+    assert!(!signatures.is_empty(), "the fleet gives signature alerts to tune away");
+    let mut values: Vec<TunedValue> =
+        signatures.iter().map(|s| step(threshold_key(s), 0.7, 0.4, 0.999, from_ms, 0.999)).collect();
+    values
+        .extend(["web", "worker", "cache", "database"].map(|app| step(shift_key(app), 0.0, -20.0, 20.0, from_ms, 20.0)));
+    let tuned = run(&records, 1, Tuning::new(values));
+
+    let before = |o: &[Output]| -> Vec<String> {
+        alerts(o).into_iter().filter(|a| a.window_end_ms < from_ms).map(|a| a.id.clone()).collect()
+    };
+    assert_eq!(before(&tuned), before(&plain), "a step changes nothing before its effective time");
+    let after = |o: &[Output], kind: AlertKind| -> Vec<(String, f64, Option<f64>)> {
+        alerts(o)
+            .into_iter()
+            .filter(|a| a.window_end_ms >= from_ms && a.kind == kind)
+            .map(|a| (a.id.clone(), a.confidence, a.anomaly_score))
+            .collect()
+    };
+    let sig_after = after(&tuned, AlertKind::Signature);
+    assert!(
+        after(&plain, AlertKind::Signature).len() > sig_after.len(),
+        "a raised threshold removes signature alerts: {sig_after:?}"
+    );
+    assert!(sig_after.iter().all(|(_, c, _)| *c >= 0.999), "an alert under the tuned threshold: {sig_after:?}");
+    // With the boundaries 20 points up, tier 2 starts at 91 and tier 3 is out of reach.
+    let anomaly_after = after(&tuned, AlertKind::Anomaly);
+    assert!(anomaly_after.iter().all(|(_, _, s)| s.is_some_and(|s| s >= 90.5)), "{anomaly_after:?}");
+    assert!(anomaly_after.iter().all(|(id, _, _)| !id.contains("/tier-3/")), "{anomaly_after:?}");
+    assert!(
+        after(&plain, AlertKind::Anomaly).iter().any(|(id, _, _)| id.contains("/tier-3/")),
+        "the untuned run reaches tier 3 after the step"
+    );
+    // The evidence names the threshold in force.
+    let thresholds: Vec<f64> = tuned
+        .iter()
+        .filter_map(|o| match o {
+            Output::Evidence(e)
+                if e.window_end_ms >= from_ms && e.signature.as_ref().is_some_and(|s| signatures.contains(s)) =>
+            {
+                Some(e.threshold)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!thresholds.is_empty() && thresholds.iter().all(|t| *t == 0.999), "{thresholds:?}");
 }

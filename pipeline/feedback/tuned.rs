@@ -63,11 +63,15 @@ impl TunedValue {
     /// The value in force at event time `at_ms`: the last step taken effect by then,
     /// else the default.
     pub fn at(&self, at_ms: i64) -> f64 {
+        self.stepped_at(at_ms).unwrap_or(self.default_value)
+    }
+
+    /// The last step taken effect by `at_ms`, if any. Before its first step a key is
+    /// not tuned at all: the detector keeps the signature's own threshold, whatever
+    /// the signature table says now (the default here is what it said then).
+    pub fn stepped_at(&self, at_ms: i64) -> Option<f64> {
         let n = self.steps.partition_point(|s| s.from_ms <= at_ms);
-        match n {
-            0 => self.default_value,
-            n => self.steps[n - 1].value,
-        }
+        n.checked_sub(1).map(|i| self.steps[i].value)
     }
 
     /// The latest value, whatever its effective time.
@@ -91,12 +95,13 @@ impl Tuning {
         self.values.is_empty()
     }
 
-    /// The tuned threshold of `signature` at `at_ms`, if the feedback loop tuned it.
+    /// The tuned threshold of `signature` at `at_ms`, if the feedback loop had tuned it
+    /// by then.
     pub fn threshold(&self, signature: &str, at_ms: i64) -> Option<f64> {
         if self.values.is_empty() {
             return None;
         }
-        self.values.get(&threshold_key(signature)).map(|v| v.at(at_ms))
+        self.values.get(&threshold_key(signature)).and_then(|v| v.stepped_at(at_ms))
     }
 
     /// Points added to the anomaly tiers' boundaries of `app_type` at `at_ms` (0 if
@@ -105,7 +110,7 @@ impl Tuning {
         if self.values.is_empty() {
             return 0.0;
         }
-        self.values.get(&shift_key(app_type)).map_or(0.0, |v| v.at(at_ms))
+        self.values.get(&shift_key(app_type)).and_then(|v| v.stepped_at(at_ms)).unwrap_or(0.0)
     }
 }
 
@@ -134,6 +139,7 @@ mod tests {
         assert_eq!(v.at(10_000), 0.8);
         let t = Tuning::new([v]);
         assert_eq!(t.threshold("web/*/memory_leak", 150), Some(0.85));
+        assert_eq!(t.threshold("web/*/memory_leak", 99), None, "before its first step the signature's own holds");
         assert_eq!(t.threshold("web/*/cpu_saturation", 150), None);
         assert_eq!(t.shift("web", 150), 0.0);
     }

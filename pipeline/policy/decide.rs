@@ -30,11 +30,18 @@ use super::Policies;
 impl Policies {
     /// The adjustments one alert calls for; see the module docs for how.
     pub fn decide(&self, alert: &Alert) -> Vec<Adjustment> {
+        self.decide_shifted(alert, 0.0)
+    }
+
+    /// [`Self::decide`] with the tier boundaries of the alert's application type moved
+    /// up by `shift` points (down if negative), as the feedback loop tuned them: the
+    /// tier is that of `score − shift`.
+    pub fn decide_shifted(&self, alert: &Alert, shift: f64) -> Vec<Adjustment> {
         if matches!(alert.kind, AlertKind::Offline | AlertKind::Recovered) {
             return Vec::new();
         }
         let policy = self.policy_or_default(&alert.app_type);
-        decide(&policy, alert)
+        decide(&policy, alert, shift)
     }
 }
 
@@ -53,10 +60,10 @@ impl Ask {
     const NOTHING: Self = Self { cpu: 1.0, memory: 1.0, replicas: 0, shed: 0.0, migrate: 0.0 };
 }
 
-fn decide(policy: &PolicyFile, alert: &Alert) -> Vec<Adjustment> {
+fn decide(policy: &PolicyFile, alert: &Alert, shift: f64) -> Vec<Adjustment> {
     let critical = policy.function(&alert.function).critical;
     let score = alert.anomaly_score.filter(|s| !s.is_nan());
-    let tier = score.and_then(tiers::tier_of_score).unwrap_or(0);
+    let tier = score.and_then(|s| tiers::tier_of_score(s - shift)).unwrap_or(0);
     let t = tiers::response(tier);
     let confidence = if alert.confidence.is_nan() { 0.0 } else { alert.confidence.clamp(0.0, 1.0) };
 
@@ -66,7 +73,10 @@ fn decide(policy: &PolicyFile, alert: &Alert) -> Vec<Adjustment> {
         shed: if t.consider_shedding && !critical { policy.tiers.shed_fraction } else { 0.0 },
         ..Ask::NOTHING
     };
-    let tier_reason = score.map(|s| format!("tier {tier} (score {s:.1} in {})", tiers::range(tier)));
+    let tier_reason = score.map(|s| match shift {
+        0.0 => format!("tier {tier} (score {s:.1} in {})", tiers::range(tier)),
+        _ => format!("tier {tier} (score {s:.1}, boundaries tuned by {shift:+.0}, {} before)", tiers::range(tier)),
+    });
 
     let matched = match (alert.kind, &alert.signature) {
         (AlertKind::Signature, Some(sig)) => policy.rule(sig).map(|(key, rule)| (sig.as_str(), key, rule)),
