@@ -13,6 +13,7 @@
 //! report on the embedded cluster and on a real one.
 
 mod charts;
+mod feedback;
 mod report;
 mod stepper;
 
@@ -27,14 +28,16 @@ use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::actuate::ActuateError;
-use crate::codec::{Actuation, Adjustment, Alert, Codec, TelemetrySample};
+use crate::codec::{Actuation, Adjustment, Alert, AlertKind, Codec, FailureSignature, FeedbackOutcome, TelemetrySample};
 use crate::detect::{self, DetectError};
 use crate::kafka::reader::{self, ReadError, Start};
+use crate::kafka::table::Entry;
 use crate::kafka::{Cluster, ConnectError, KafkaArgs, PublishError, Retention, TopicSpec};
 use crate::signatures::{starter, store};
 use crate::simulate::score::score;
 use crate::simulate::{self, ConfigError, Fleet, SimulateError, Speed};
 
+pub use feedback::{FeedbackSummary, TunedLine};
 pub use report::{KindReport, Report};
 pub use stepper::Holdout;
 
@@ -60,6 +63,21 @@ pub struct Args {
     /// can compare the adjusted failures with doing nothing.
     #[arg(long, value_name = "F", default_value = "0.25", value_parser = parse_fraction)]
     pub holdout: f64,
+    /// Share of instances that get one injected failure, 0 to 1.
+    #[arg(long, value_name = "F", default_value = "0.3", value_parser = parse_fraction)]
+    pub failure_fraction: f64,
+    /// Failure kinds to inject, comma-separated, dealt to the failing instances in
+    /// turn. Default: all.
+    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',')]
+    pub kinds: Vec<simulate::FailureKind>,
+    /// Set the threshold of the starter signatures named NAME (e.g. `memory_leak`, every
+    /// application type's) or keyed KEY (`web/*/memory_leak`) to VALUE before the run:
+    /// how to watch the feedback loop correct a mis-set one. Repeatable.
+    #[arg(long = "threshold", value_name = "NAME=VALUE", value_parser = parse_threshold)]
+    pub thresholds: Vec<(String, f64)>,
+    /// Run without the feedback loop: nothing is tuned.
+    #[arg(long)]
+    pub no_feedback: bool,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -86,6 +104,8 @@ pub enum DemoError {
     Stopped,
     #[error("starter signatures: {0}")]
     Signatures(String),
+    #[error("feedback: {0}")]
+    Feedback(String),
     #[error("a demo stage failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("the {stage} processed {done} of {total} records and then made no progress for {idle:?}")]
@@ -96,6 +116,36 @@ pub enum DemoError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn parse_threshold(s: &str) -> Result<(String, f64), String> {
+    let (name, value) = s.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    match value.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) && !name.is_empty() => Ok((name.to_owned(), v)),
+        _ => Err(format!("expected NAME=VALUE with VALUE from 0 to 1, got {s:?}")),
+    }
+}
+
+/// Sets the thresholds `--threshold` names; an entry that names no signature is an
+/// error that lists the names there are.
+fn set_thresholds(signatures: &mut [FailureSignature], wanted: &[(String, f64)]) -> Result<(), DemoError> {
+    for (name, value) in wanted {
+        let mut found = false;
+        for s in signatures.iter_mut().filter(|s| &s.name == name || &s.key() == name) {
+            s.threshold = *value;
+            found = true;
+        }
+        if !found {
+            let mut names: Vec<&str> = signatures.iter().map(|s| s.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            return Err(DemoError::Signatures(format!(
+                "--threshold {name}: no starter signature is named or keyed so; names: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -119,7 +169,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
     }
     let cluster = Cluster::open(&args.kafka.config())?;
 
-    // The fleet: 30 % of its instances get a failure, every kind in turn.
+    // The fleet: 30 % of its instances get a failure (by default), every kind in turn.
     let sim = simulate::Args {
         instances: args.instances,
         duration: args.duration,
@@ -127,8 +177,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
         speed: Speed::Max,
         interval: Duration::from_secs(10),
         start: None,
-        failure_fraction: 0.3,
-        kinds: Vec::new(),
+        failure_fraction: args.failure_fraction,
+        kinds: args.kinds.clone(),
         ground_truth: None,
         partitions: 6,
         kafka: args.kafka.clone(),
@@ -146,12 +196,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
             spec(cluster.topic::<TelemetrySample>(), Retention::Log),
             spec(cluster.topic::<Adjustment>(), Retention::Log),
             spec(cluster.topic::<Actuation>(), Retention::Log),
+            spec(cluster.topic::<FeedbackOutcome>(), Retention::Log),
         ])
         .await?;
 
     // The starter failure signatures.
     let library = starter::library().map_err(|e| DemoError::Signatures(e.to_string()))?;
-    let signatures: Vec<_> = library.into_iter().map(|l| l.signature).collect();
+    let mut signatures: Vec<_> = library.into_iter().map(|l| l.signature).collect();
+    set_thresholds(&mut signatures, &args.thresholds)?;
     store::import(&cluster, &signatures).await.map_err(|e| DemoError::Signatures(e.to_string()))?;
 
     // A detector with the defaults of `augur detect`, but short batches: the loop
@@ -172,7 +224,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
         detect::run_on(&cluster, detect_args, "demo".to_owned(), window.clone(), detected.clone(), stop.clone());
 
     let holdout = Holdout { seed: args.seed, fraction: args.holdout };
-    let mut stepper = stepper::Stepper::new(&cluster, fleet, detected.clone(), holdout).await?;
+    let feedback = match args.no_feedback {
+        true => None,
+        false => {
+            let own = signatures.iter().map(|s| (s.key(), s.threshold)).collect();
+            Some(feedback::FeedbackLoop::new(&cluster, own)?)
+        }
+    };
+    let mut stepper = stepper::Stepper::new(&cluster, fleet, detected.clone(), holdout, feedback).await?;
     tracing::info!(signatures = signatures.len(), steps, instances = args.instances, "the loop begins");
     let progress = Progress::new(steps);
     // Whichever ends first ends the other: the loop when the simulated time is over,
@@ -236,6 +295,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
         ..Report::context(args.seed, args.instances, hours, args.holdout)
     };
     let mut report = Report::new(run, context);
+    report.feedback = stepper.feedback.as_ref().map(|f| f.summary(start_ms));
+    report.caught_under_own_threshold = caught_under_own_threshold(&truth, &alerts, &signatures);
     if let Some(dir) = &args.charts {
         report.charts = charts::draw_all(dir, &stepper, &report, &window, start_ms)?;
     }
@@ -245,6 +306,29 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
             .map_err(|e| DemoError::Report { path: path.clone(), source: e.into() })?;
     }
     Ok(report)
+}
+
+/// Injected failures a signature alert predicted with a confidence under that
+/// signature's own threshold: caught only because the feedback loop lowered it.
+fn caught_under_own_threshold(
+    truth: &[simulate::GroundTruth],
+    alerts: &[Alert],
+    signatures: &[FailureSignature],
+) -> usize {
+    let own: BTreeMap<String, f64> = signatures.iter().map(|s| (s.key(), s.threshold)).collect();
+    truth
+        .iter()
+        .filter(|t| {
+            let due = t.failure_ms.unwrap_or(t.expected_failure_ms);
+            alerts.iter().any(|a| {
+                a.instance_id == t.instance
+                    && a.kind == AlertKind::Signature
+                    && a.window_end_ms <= due
+                    && a.window_end_ms >= t.onset_ms
+                    && a.signature.as_ref().and_then(|s| own.get(s)).is_some_and(|&own| a.confidence < own)
+            })
+        })
+        .count()
 }
 
 /// A bar on a terminal, a log line every few seconds otherwise.

@@ -97,6 +97,11 @@ pub struct Report {
     /// Every injected failure, with what was done about it.
     pub failures: Vec<FailureLine>,
     pub charts: Vec<PathBuf>,
+    /// What the feedback loop judged and tuned; absent with `--no-feedback`.
+    pub feedback: Option<super::FeedbackSummary>,
+    /// Failures a signature alert predicted under the signature's own threshold: caught
+    /// only because the feedback loop had lowered it.
+    pub caught_under_own_threshold: usize,
     pub wall_seconds: f64,
 }
 
@@ -301,6 +306,8 @@ impl Report {
             notifications: 0,
             failures: Vec::new(),
             charts: Vec::new(),
+            feedback: None,
+            caught_under_own_threshold: 0,
             wall_seconds: 0.0,
         }
     }
@@ -383,6 +390,30 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(f, "  notifications              {} (critical tier; sent nowhere in the demo)", self.notifications)?;
         writeln!(f, "  duplicate effects          {}", self.duplicate_effects)?;
+        if let Some(fb) = &self.feedback {
+            let outcomes: Vec<String> = fb.outcomes.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            writeln!(f, "  feedback outcomes          {}", if outcomes.is_empty() { "-".into() } else { outcomes.join(", ") })?;
+            writeln!(
+                f,
+                "  feedback evidence          {} missed failures, {} false alarms on unadjusted instances",
+                fb.misses, fb.false_alarms
+            )?;
+            for t in &fb.tuned {
+                writeln!(
+                    f,
+                    "  tuned {:<20} {:.2} -> {:.2} in {} steps (limits {:.2}..{:.2})",
+                    t.key,
+                    t.default,
+                    t.latest,
+                    t.steps.len(),
+                    t.floor,
+                    t.ceiling
+                )?;
+            }
+            if self.caught_under_own_threshold > 0 {
+                writeln!(f, "  caught by tuned thresholds {}", self.caught_under_own_threshold)?;
+            }
+        }
         for c in &self.charts {
             writeln!(f, "  chart                      {}", c.display())?;
         }

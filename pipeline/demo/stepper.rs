@@ -21,11 +21,12 @@ use rdkafka::message::Message;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::feedback::FeedbackLoop;
 use super::DemoError;
 use crate::actuate::apply::{self, Retry};
 use crate::actuate::engine::no_notifier;
 use crate::actuate::sim::{SimBackend, SimFleet};
-use crate::codec::{Action, Actuation, Adjustment, Codec, TelemetrySample};
+use crate::codec::{Action, Actuation, Adjustment, Codec, Record, TelemetrySample};
 use crate::kafka::reader::Follower;
 use crate::kafka::{Cluster, Publisher};
 use crate::policy::guardrails::{FleetLimits, Guardrails};
@@ -36,7 +37,7 @@ use crate::simulate::Fleet;
 /// interval, as often as an actuator would act on a real fleet's minute-old telemetry.
 pub(super) const EPOCH_STEPS: usize = 6;
 /// How long a delivery or the detector may take before the demo gives up.
-const STALL_LIMIT: Duration = Duration::from_secs(60);
+pub(super) const STALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// Instances whose adjustments are deliberately not made, so the report can compare
 /// with doing nothing. Chosen by a hash of the seed and the instance id: the same for
@@ -77,8 +78,7 @@ pub(super) struct Stepper {
     /// Records confirmed by the cluster.
     pub produced: u64,
     detected: Arc<AtomicU64>,
-    adjustments: Option<Follower>,
-    codec: Arc<Codec<Adjustment>>,
+    adjustments: Tail<Adjustment>,
     audits_out: Publisher<Actuation>,
     pub backend: SimBackend,
     gate: Guardrails,
@@ -86,6 +86,8 @@ pub(super) struct Stepper {
     pub audits: Audits,
     /// Telemetry of the instances with an injected failure.
     pub recorded: Recorded,
+    /// The feedback loop, unless turned off.
+    pub feedback: Option<FeedbackLoop>,
 }
 
 impl Stepper {
@@ -94,6 +96,7 @@ impl Stepper {
         fleet: Fleet,
         detected: Arc<AtomicU64>,
         holdout: Holdout,
+        feedback: Option<FeedbackLoop>,
     ) -> Result<Self, DemoError> {
         let policies = Policies::shipped().map_err(crate::actuate::ActuateError::from)?;
         // The defaults of `augur actuate`.
@@ -115,22 +118,24 @@ impl Stepper {
             fleet,
             produced: 0,
             detected,
-            adjustments: None,
-            codec: Arc::new(Codec::new()),
+            adjustments: Tail::new(cluster),
             backend: SimBackend { fleet: SimFleet::with_workloads(workloads) },
             gate: Guardrails::new(&policies, limits),
             holdout,
             audits: Audits::default(),
             recorded,
+            feedback,
         })
     }
 
     /// One turn: up to [`EPOCH_STEPS`] steps of the fleet, the detector caught up, the
     /// adjustments applied, the fleet changed. False once the run is over.
     pub async fn turn(&mut self, cluster: &Cluster, stop: &CancellationToken) -> Result<bool, DemoError> {
+        let mut now_ms = i64::MIN;
         for _ in 0..EPOCH_STEPS {
             let Some(samples) = self.fleet.tick() else { break };
             for sample in &samples {
+                now_ms = now_ms.max(sample.timestamp_ms);
                 self.telemetry.publish(&sample.instance_id, sample, sample.timestamp_ms).await?;
                 if let Some(r) = self.recorded.get_mut(&sample.instance_id) {
                     r.push(sample.clone());
@@ -139,16 +144,21 @@ impl Stepper {
         }
         self.produced = self.telemetry.flush(STALL_LIMIT).await?;
         self.wait_for_detector(stop).await?;
-        let mut adjustments = self.read_adjustments(cluster).await?;
+        let mut adjustments = self.adjustments.read_new(cluster).await?;
         // Event time first, then the higher tier (of two actions at one moment the
         // guardrails keep the first); the id breaks ties the same way in every run.
         adjustments.sort_by(|a, b| (a.event_time_ms, -a.tier, &a.id).cmp(&(b.event_time_ms, -b.tier, &b.id)));
-        for a in &adjustments {
-            let audit = self.actuate(a).await?;
+        let mut actuated = Vec::with_capacity(adjustments.len());
+        for a in adjustments {
+            let audit = self.actuate(&a).await?;
             self.audits_out.publish(&audit.instance_id, &audit, audit.event_time_ms).await?;
-            self.audits.records.push(audit);
+            self.audits.records.push(audit.clone());
+            actuated.push((a, audit));
         }
         self.audits_out.flush(STALL_LIMIT).await?;
+        if let (Some(feedback), true) = (&mut self.feedback, now_ms > i64::MIN) {
+            feedback.turn(cluster, &actuated, now_ms).await?;
+        }
         for (instance, change) in self.backend.fleet.take_changes() {
             if let Err(e) = self.fleet.apply(&instance, change) {
                 tracing::warn!(%instance, error = %e, "the simulated fleet refused a change");
@@ -205,12 +215,26 @@ impl Stepper {
         }
     }
 
-    /// The adjustments committed since the last turn.
-    async fn read_adjustments(&mut self, cluster: &Cluster) -> Result<Vec<Adjustment>, DemoError> {
-        let follower = match self.adjustments.take() {
+}
+
+/// A topic read from where the last read ended, records of committed transactions only.
+pub(super) struct Tail<T: Record> {
+    topic: String,
+    follower: Option<Follower>,
+    codec: Arc<Codec<T>>,
+}
+
+impl<T: Record + Send + Sync + 'static> Tail<T> {
+    pub fn new(cluster: &Cluster) -> Self {
+        Self { topic: cluster.topic::<T>(), follower: None, codec: Arc::new(Codec::new()) }
+    }
+
+    /// The records committed since the last call.
+    pub async fn read_new(&mut self, cluster: &Cluster) -> Result<Vec<T>, DemoError> {
+        let follower = match self.follower.take() {
             Some(f) => f,
             None => {
-                let (config, topic) = (cluster.client_config(), cluster.topic::<Adjustment>());
+                let (config, topic) = (cluster.client_config(), self.topic.clone());
                 tokio::task::spawn_blocking(move || Follower::new(&config, &topic)).await??
             }
         };
@@ -219,16 +243,17 @@ impl Stepper {
             let mut follower = follower;
             let mut out = Vec::new();
             let read = follower.read_new(|m| {
-                // The detector wrote them: one that does not decode is a bug to see.
+                // The loop's own stages wrote them: one that does not decode is a bug to see.
                 match m.payload().map(|p| codec.decode(p)) {
                     Some(Ok(a)) => out.push(a),
-                    other => tracing::error!(offset = m.offset(), ?other, "undecodable adjustment skipped"),
+                    Some(Err(e)) => tracing::error!(offset = m.offset(), error = %e, "undecodable record skipped"),
+                    None => tracing::error!(offset = m.offset(), "record without a value skipped"),
                 }
             });
             (follower, read.map(|_| out))
         })
         .await?;
-        self.adjustments = Some(follower);
+        self.follower = Some(follower);
         Ok(read?)
     }
 }

@@ -399,4 +399,4 @@ pub fn alert_id(instance: &str, kind: AlertKind, signature: Option<&str>, at_ms:
 
 #[cfg(test)]
 #[path = "partition_tests.rs"]
-mod tests;
+pub(crate) mod tests;

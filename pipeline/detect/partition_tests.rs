@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::*;
-use crate::codec::{TunedStep, TunedValue};
+use crate::codec::{FailureSignature, TunedStep, TunedValue};
 use crate::detect::matcher::Matcher;
 use crate::feedback::tuned::{shift_key, threshold_key};
 use crate::kafka::table::Entry;
@@ -48,14 +48,11 @@ fn outputs(records: &[(Vec<u8>, Vec<u8>, i64)], batch: usize) -> BTreeSet<String
         .collect()
 }
 
-/// Every output of the records processed with a flush every `batch` records.
-fn run(records: &[(Vec<u8>, Vec<u8>, i64)], batch: usize, tuning: Tuning) -> Vec<Output> {
+/// What a detector with the shipped policies and models and these signatures shares,
+/// and its judge with `tuning`.
+pub(crate) fn detector(signatures: &[FailureSignature], tuning: Tuning) -> (Shared, Judge) {
     let window = WindowConfig::default();
-    let signatures: BTreeMap<String, _> = crate::signatures::starter::library()
-        .expect("the starter library")
-        .into_iter()
-        .map(|l| (l.signature.key(), l.signature))
-        .collect();
+    let signatures: BTreeMap<String, FailureSignature> = signatures.iter().map(|s| (s.key(), s.clone())).collect();
     let matcher = Arc::new(Matcher::build(&signatures, &window.features, window.step_ms, window.points, 6));
     let models = Arc::new(ModelSet::shipped(&crate::detect::lstm::shipped_dir(), &window));
     let judge = Judge { matcher, models, tuning: Arc::new(tuning) };
@@ -71,6 +68,17 @@ fn run(records: &[(Vec<u8>, Vec<u8>, i64)], batch: usize, tuning: Tuning) -> Vec
         liveness,
         policies: Policies::shipped().expect("the shipped policies"),
     };
+    (shared, judge)
+}
+
+/// The starter library's signatures.
+pub(crate) fn starter() -> Vec<FailureSignature> {
+    crate::signatures::starter::library().expect("the starter library").into_iter().map(|l| l.signature).collect()
+}
+
+/// Every output of the records processed with a flush every `batch` records.
+fn run(records: &[(Vec<u8>, Vec<u8>, i64)], batch: usize, tuning: Tuning) -> Vec<Output> {
+    let (shared, judge) = detector(&starter(), tuning);
     let mut dtw = Dtw::new(6);
     let mut state = PartitionState::new(0, &shared);
     let mut out = Vec::new();
@@ -168,3 +176,4 @@ fn tuned_thresholds_and_tier_shifts_hold_from_their_effective_time_on() {
         .collect();
     assert!(!thresholds.is_empty() && thresholds.iter().all(|t| *t == 0.999), "{thresholds:?}");
 }
+

@@ -9,3 +9,6 @@ pub mod tracker;
 pub mod tuned;
 
 pub use tuned::Tuning;
+
+#[cfg(test)]
+mod loop_tests;
