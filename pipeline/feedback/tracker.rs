@@ -227,7 +227,8 @@ type DueKey = (i64, String, Kind, String);
 #[derive(Debug, Clone)]
 enum Pending {
     Outcome(Adjustment),
-    Alert(Alert),
+    Miss(Alert),
+    FalseAlarm(Alert),
 }
 
 /// The event-time state machine of the feedback loop; see the module documentation.
@@ -323,13 +324,16 @@ impl Tracker {
         match a.kind {
             AlertKind::Offline => {
                 self.offline.entry(a.instance_id.clone()).or_default().insert(t);
-                self.expect((t, a.instance_id.clone(), Kind::Miss, a.id.clone()), Pending::Alert(a.clone()));
+                self.expect((t, a.instance_id.clone(), Kind::Miss, a.id.clone()), Pending::Miss(a.clone()));
             }
             AlertKind::Signature | AlertKind::Anomaly => {
                 self.alerted.entry(a.instance_id.clone()).or_default().insert(t);
                 self.alerts.insert(a.id.clone(), a.clone());
                 let due = t.saturating_add(self.config.horizon_ms);
-                self.expect((due, a.instance_id.clone(), Kind::FalseAlarm, a.id.clone()), Pending::Alert(a.clone()));
+                self.expect(
+                    (due, a.instance_id.clone(), Kind::FalseAlarm, a.id.clone()),
+                    Pending::FalseAlarm(a.clone()),
+                );
             }
             AlertKind::Recovered => {}
         }
@@ -361,20 +365,19 @@ impl Tracker {
             if entry.key().0 > now_ms {
                 break;
             }
-            let ((at, _, kind, _), pending) = entry.remove_entry();
-            match (kind, pending) {
-                (Kind::Outcome, Pending::Outcome(adjustment)) => judged.outcomes.push(self.outcome(&adjustment)),
-                (Kind::Miss, Pending::Alert(offline)) => {
+            let ((at, ..), pending) = entry.remove_entry();
+            match pending {
+                Pending::Outcome(adjustment) => judged.outcomes.push(self.outcome(&adjustment)),
+                Pending::Miss(offline) => {
                     if self.missed(at, &offline, &mut moved) {
                         judged.misses += 1;
                     }
                 }
-                (Kind::FalseAlarm, Pending::Alert(alert)) => {
+                Pending::FalseAlarm(alert) => {
                     if self.false_alarm(at, &alert, &mut moved) {
                         judged.false_alarms += 1;
                     }
                 }
-                _ => unreachable!("a judgement is queued with the input of its kind"),
             }
         }
         self.now = Some(self.now.map_or(now_ms, |now| now.max(now_ms)));
