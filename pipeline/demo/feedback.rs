@@ -26,9 +26,10 @@ pub struct FeedbackSummary {
     /// Outcomes of applied adjustments by verdict (HELPED, NO_EFFECT, WORSENED,
     /// FAILED_ANYWAY).
     pub outcomes: BTreeMap<String, u64>,
-    /// Failures no alert of a source predicted, and alerts on unadjusted instances that
-    /// did not fail: the evidence the tuning rests on.
+    /// Failures no signature alert foresaw, failures no anomaly alert foresaw, and
+    /// alerts on unadjusted instances that did not fail: the evidence the tuning rests on.
     pub misses: u64,
+    pub model_misses: u64,
     pub false_alarms: u64,
     /// Every value the loop tuned, with its steps.
     pub tuned: Vec<TunedLine>,
@@ -89,6 +90,7 @@ impl FeedbackLoop {
         }
         let judged = self.tracker.advance(now_ms);
         self.summary.misses += judged.misses;
+        self.summary.model_misses += judged.model_misses;
         self.summary.false_alarms += judged.false_alarms;
         for o in &judged.outcomes {
             let verdict = serde_json::to_value(o.verdict).ok().and_then(|v| v.as_str().map(str::to_owned));

@@ -28,7 +28,9 @@ use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::actuate::ActuateError;
-use crate::codec::{Actuation, Adjustment, Alert, AlertKind, Codec, FailureSignature, FeedbackOutcome, TelemetrySample};
+use crate::codec::{
+    Actuation, Adjustment, Alert, AlertKind, Codec, FailureSignature, FeedbackOutcome, TelemetrySample,
+};
 use crate::detect::{self, DetectError};
 use crate::kafka::reader::{self, ReadError, Start};
 use crate::kafka::table::Entry;

@@ -392,11 +392,16 @@ impl std::fmt::Display for Report {
         writeln!(f, "  duplicate effects          {}", self.duplicate_effects)?;
         if let Some(fb) = &self.feedback {
             let outcomes: Vec<String> = fb.outcomes.iter().map(|(k, n)| format!("{k} {n}")).collect();
-            writeln!(f, "  feedback outcomes          {}", if outcomes.is_empty() { "-".into() } else { outcomes.join(", ") })?;
             writeln!(
                 f,
-                "  feedback evidence          {} missed failures, {} false alarms on unadjusted instances",
-                fb.misses, fb.false_alarms
+                "  feedback outcomes          {}",
+                if outcomes.is_empty() { "-".into() } else { outcomes.join(", ") }
+            )?;
+            writeln!(
+                f,
+                "  feedback evidence          failures missed by the signatures {}, by the model {}; \
+                 false alarms on unadjusted instances {}",
+                fb.misses, fb.model_misses, fb.false_alarms
             )?;
             for t in &fb.tuned {
                 writeln!(

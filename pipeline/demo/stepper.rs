@@ -214,7 +214,6 @@ impl Stepper {
             }
         }
     }
-
 }
 
 /// A topic read from where the last read ended, records of committed transactions only.

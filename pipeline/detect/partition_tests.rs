@@ -133,8 +133,9 @@ fn tuned_thresholds_and_tier_shifts_hold_from_their_effective_time_on() {
     assert!(!signatures.is_empty(), "the fleet gives signature alerts to tune away");
     let mut values: Vec<TunedValue> =
         signatures.iter().map(|s| step(threshold_key(s), 0.7, 0.4, 0.999, from_ms, 0.999)).collect();
-    values
-        .extend(["web", "worker", "cache", "database"].map(|app| step(shift_key(app), 0.0, -20.0, 20.0, from_ms, 20.0)));
+    values.extend(
+        ["web", "worker", "cache", "database"].map(|app| step(shift_key(app), 0.0, -20.0, 20.0, from_ms, 20.0)),
+    );
     let tuned = run(&records, 1, Tuning::new(values));
 
     let before = |o: &[Output]| -> Vec<String> {
@@ -176,4 +177,3 @@ fn tuned_thresholds_and_tier_shifts_hold_from_their_effective_time_on() {
         .collect();
     assert!(!thresholds.is_empty() && thresholds.iter().all(|t| *t == 0.999), "{thresholds:?}");
 }
-

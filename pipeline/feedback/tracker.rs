@@ -207,8 +207,10 @@ pub struct Judged {
     pub outcomes: Vec<FeedbackOutcome>,
     /// The whole record of each key that moved, by key.
     pub tuned: Vec<TunedValue>,
-    /// Failures no signature or anomaly alert foresaw within one horizon.
+    /// Failures no signature alert foresaw within one horizon.
     pub misses: u64,
+    /// Failures no anomaly alert foresaw within one horizon.
+    pub model_misses: u64,
     /// Signature and anomaly alerts on instances nothing was done to that did not fail.
     pub false_alarms: u64,
 }
@@ -243,8 +245,10 @@ pub struct Tracker {
     evidence: BTreeMap<String, BTreeMap<i64, WindowEvidence>>,
     /// Per instance, the times it went offline.
     offline: BTreeMap<String, BTreeSet<i64>>,
-    /// Per instance, the window ends of its signature and anomaly alerts.
+    /// Per instance, the window ends of its signature alerts and of its anomaly alerts:
+    /// each source is judged on its own recall.
     alerted: BTreeMap<String, BTreeSet<i64>>,
+    scored: BTreeMap<String, BTreeSet<i64>>,
     /// Per instance, the event times of its applied adjustments.
     applied: BTreeMap<String, BTreeSet<i64>>,
     /// Signature and anomaly alerts by id, for the signature an adjustment answered.
@@ -284,6 +288,7 @@ impl Tracker {
             evidence: BTreeMap::new(),
             offline: BTreeMap::new(),
             alerted: BTreeMap::new(),
+            scored: BTreeMap::new(),
             applied: BTreeMap::new(),
             alerts: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -327,7 +332,8 @@ impl Tracker {
                 self.expect((t, a.instance_id.clone(), Kind::Miss, a.id.clone()), Pending::Miss(a.clone()));
             }
             AlertKind::Signature | AlertKind::Anomaly => {
-                self.alerted.entry(a.instance_id.clone()).or_default().insert(t);
+                let by_source = if a.kind == AlertKind::Signature { &mut self.alerted } else { &mut self.scored };
+                by_source.entry(a.instance_id.clone()).or_default().insert(t);
                 self.alerts.insert(a.id.clone(), a.clone());
                 let due = t.saturating_add(self.config.horizon_ms);
                 self.expect(
@@ -369,9 +375,9 @@ impl Tracker {
             match pending {
                 Pending::Outcome(adjustment) => judged.outcomes.push(self.outcome(&adjustment)),
                 Pending::Miss(offline) => {
-                    if self.missed(at, &offline, &mut moved) {
-                        judged.misses += 1;
-                    }
+                    let (signatures, model) = self.missed(at, &offline, &mut moved);
+                    judged.misses += u64::from(signatures);
+                    judged.model_misses += u64::from(model);
                 }
                 Pending::FalseAlarm(alert) => {
                     if self.false_alarm(at, &alert, &mut moved) {
@@ -459,34 +465,49 @@ impl Tracker {
         }
     }
 
-    /// A failure at `at` no alert foresaw: lowers the threshold of the signature that
-    /// nearly matched, and the tiers of a score that was close to the alert boundary.
-    fn missed(&mut self, at: i64, offline: &Alert, moved: &mut BTreeSet<String>) -> bool {
+    /// A failure at `at` that a source (the signatures, the anomaly model) did not
+    /// foresee with an alert within the horizon before it: lowers the threshold of the
+    /// signature that came closest to matching, or the tiers of a score that came close
+    /// to the alert boundary. Each source is judged on its own: a failure the model
+    /// caught still tells that a signature's threshold is too high. Whether the
+    /// signatures, and the model, missed it.
+    fn missed(&mut self, at: i64, offline: &Alert, moved: &mut BTreeSet<String>) -> (bool, bool) {
         let instance = offline.instance_id.as_str();
         let range = (Bound::Included(at.saturating_sub(self.config.horizon_ms)), Bound::Included(at));
-        if Self::any_in(&self.alerted, instance, range).is_some() {
-            return false;
-        }
-        let Some(e) = self.evidence_at(instance, at).cloned() else { return true };
-        if let Some(signature) = &e.signature {
+        let signature_missed = Self::any_in(&self.alerted, instance, range).is_none();
+        let model_missed = Self::any_in(&self.scored, instance, range).is_none();
+        // The strongest sign of each source within the horizon; the latest on ties.
+        let windows: Vec<WindowEvidence> = self
+            .evidence
+            .get(instance)
+            .map(|w| w.range((Bound::Excluded(at.saturating_sub(self.config.horizon_ms)), Bound::Included(at))))
+            .into_iter()
+            .flatten()
+            .map(|(_, e)| e.clone())
+            .collect();
+        let closest =
+            windows.iter().filter(|e| e.signature.is_some()).max_by(|a, b| a.confidence.total_cmp(&b.confidence));
+        if let (true, Some(e)) = (signature_missed, closest) {
             let (c, threshold) = (e.confidence, e.threshold);
+            let signature = e.signature.clone().unwrap_or_default();
             if c < threshold && c >= threshold - self.config.near_miss - EPSILON {
                 let reason = format!(
                     "missed failure of {instance} at {at} ms: confidence {c:.2} of {signature} under threshold {threshold:.2}"
                 );
-                self.step_threshold(signature, &e.app_type, Some(threshold), at, -1.0, reason, moved);
+                self.step_threshold(&signature, &e.app_type, Some(threshold), at, -1.0, reason, moved);
             }
         }
-        if let (true, Some(score)) = (e.tier < 2, e.anomaly_score) {
+        let highest = windows.iter().filter_map(|e| e.anomaly_score.map(|s| (s, e))).max_by(|a, b| a.0.total_cmp(&b.0));
+        if let (true, Some((score, e))) = (model_missed, highest) {
             let boundary = ALERT_BOUNDARY + self.shift(&e.app_type);
-            if score < boundary && score >= boundary - SHIFT_REACH {
+            if e.tier < 2 && score < boundary && score >= boundary - SHIFT_REACH {
                 let reason = format!(
                     "missed failure of {instance} at {at} ms: anomaly score {score:.1} under boundary {boundary:.1}"
                 );
                 self.step_shift(&e.app_type, at, -1.0, reason, moved);
             }
         }
-        true
+        (signature_missed, model_missed)
     }
 
     /// An alert at `alert.window_end_ms` judged at `at`: false if the instance neither
@@ -604,7 +625,7 @@ impl Tracker {
     /// Drops what no judgement still to come can read: everything two horizons behind.
     fn prune(&mut self) {
         let Some(cutoff) = self.cutoff() else { return };
-        for times in [&mut self.offline, &mut self.alerted, &mut self.applied] {
+        for times in [&mut self.offline, &mut self.alerted, &mut self.scored, &mut self.applied] {
             times.retain(|_, t| {
                 *t = t.split_off(&cutoff);
                 !t.is_empty()
@@ -624,6 +645,7 @@ impl Tracker {
         self.evidence.values().map(BTreeMap::len).sum::<usize>()
             + times(&self.offline)
             + times(&self.alerted)
+            + times(&self.scored)
             + times(&self.applied)
             + self.alerts.len()
             + self.pending.len()
