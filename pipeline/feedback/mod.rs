@@ -5,6 +5,7 @@
 //! adjustment on `<prefix>.feedback`, and tuned thresholds and tier shifts on the
 //! compacted `<prefix>.tuned` ([`tuned`]), which every detector replica follows.
 
+pub mod config;
 pub mod tracker;
 pub mod tuned;
 
