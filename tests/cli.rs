@@ -108,6 +108,50 @@ fn demo_gives_the_same_report_for_the_same_seed() {
 }
 
 #[test]
+fn demo_feedback_brings_a_threshold_set_too_high_down_until_its_incidents_are_caught() {
+    // Every instance gets an IO stall and none is adjusted, so every incident happens;
+    // web's io_stall signature, set to 0.95, catches none of them at first.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("feedback.json");
+    let out = common::augur()
+        .args(["demo", "--instances", "12", "--duration", "4h", "--seed", "3", "--kinds", "io_stall"])
+        .args(["--failure-fraction", "1", "--holdout", "1", "--threshold", "web/*/io_stall=0.95", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let feedback = &r["feedback"];
+    assert!(feedback["misses"].as_u64().unwrap() > 0, "{feedback}");
+    let tuned = feedback["tuned"].as_array().unwrap();
+    let web = tuned
+        .iter()
+        .find(|t| t["key"] == "threshold/web/*/io_stall")
+        .unwrap_or_else(|| panic!("web's io_stall threshold was never tuned: {feedback}"));
+    let (floor, ceiling) = (web["floor"].as_f64().unwrap(), web["ceiling"].as_f64().unwrap());
+    assert!(web["latest"].as_f64().unwrap() < 0.95, "{web}");
+    for step in web["steps"].as_array().unwrap() {
+        let v = step[1].as_f64().unwrap();
+        assert!((floor..=ceiling).contains(&v), "step {v} outside [{floor}, {ceiling}]: {web}");
+    }
+    // The detector read the tuned value from the tuned topic and alerted under the
+    // signature's own threshold of 0.95.
+    assert!(r["caught_under_own_threshold"].as_u64().unwrap() >= 1, "{r}");
+}
+
+#[test]
+fn demo_names_a_threshold_for_a_signature_that_does_not_exist() {
+    let out = common::augur()
+        .args(["demo", "--instances", "2", "--duration", "20m", "--threshold", "no_such_kind=0.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no_such_kind") && stderr.contains("memory_leak"), "{stderr}");
+    assert!(refused(&["demo", "--threshold", "memory_leak=2"]).contains("--threshold"));
+}
+
+#[test]
 fn demo_refuses_an_unwritable_report_path_before_running() {
     let out = common::augur()
         .args(["demo", "--instances", "2", "--duration", "20m", "--report", "/nonexistent-dir/report.json"])
