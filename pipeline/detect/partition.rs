@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::codec::{Adjustment, Alert, AlertKind, Codec, DeadLetter, TelemetrySample, WindowEvidence};
+use crate::codec::{Action, Adjustment, Alert, AlertKind, Codec, DeadLetter, TelemetrySample, WindowEvidence};
 use crate::detect::dtw::Dtw;
 use crate::detect::lstm::WindowScore;
 use crate::detect::matcher::Matcher;
@@ -35,12 +35,42 @@ use crate::window::liveness::{Liveness, LivenessConfig, LivenessEvent, LivenessK
 use crate::window::{ClosedWindow, Windows};
 
 /// The policy's adjustments for an alert, in the same transaction as the alert, with
-/// the tier boundaries `shift`ed as tuned.
-fn decide(counters: &mut Counters, shared: &Shared, alert: &Alert, shift: f64, out: &mut Vec<Output>) {
+/// the tier boundaries `shift`ed and each action weighted as the feedback loop tuned
+/// them at the alert's window end.
+fn decide(counters: &mut Counters, shared: &Shared, tuning: &Tuning, alert: &Alert, shift: f64, out: &mut Vec<Output>) {
     for a in shared.policies.decide_shifted(alert, shift) {
+        let strategy = match (alert.kind, &alert.signature) {
+            (AlertKind::Signature, Some(signature)) => signature.clone(),
+            _ => format!("tier-{}", a.tier),
+        };
+        let weight = tuning.weight(&alert.app_type, &strategy, a.action.symbol(), alert.window_end_ms);
+        let Some(a) = weighted(a, weight) else { continue };
         counters.adjustments += 1;
         out.push(Output::Adjustment(a));
     }
+}
+
+/// An adjustment with what it asks scaled by `weight` (0..1): factors toward 1, replicas
+/// and fractions toward 0. `None` when nothing is left to do.
+fn weighted(mut a: Adjustment, weight: f64) -> Option<Adjustment> {
+    if weight >= 1.0 {
+        return Some(a);
+    }
+    let w = weight.max(0.0);
+    match a.action {
+        Action::Resize => {
+            a.cpu_factor = 1.0 + (a.cpu_factor - 1.0) * w;
+            a.memory_factor = 1.0 + (a.memory_factor - 1.0) * w;
+        }
+        Action::ScaleOut => a.replicas_delta = (f64::from(a.replicas_delta) * w).ceil() as i32,
+        Action::Shed | Action::Migrate => a.shed_fraction *= w,
+        Action::Notify | Action::None => return Some(a),
+    }
+    if w == 0.0 {
+        return None;
+    }
+    a.reason = format!("{}; weighted {w:.2} by feedback", a.reason);
+    Some(a)
 }
 
 /// What every partition's processing shares, read-only during a batch.
@@ -313,7 +343,7 @@ impl PartitionState {
                     explanation: e.explanation.clone(),
                     ..base(AlertKind::Signature, alert_id(&w.instance_id, AlertKind::Signature, Some(key), w.end_ms))
                 };
-                decide(&mut self.counters, shared, &alert, shift, out);
+                decide(&mut self.counters, shared, tuning, &alert, shift, out);
                 out.push(Output::Alert(alert));
             }
         }
@@ -327,7 +357,7 @@ impl PartitionState {
                 alert.runner_up = Some(e.best.signature.key.to_string());
                 alert.runner_up_confidence = e.best.confidence;
             }
-            decide(&mut self.counters, shared, &alert, shift, out);
+            decide(&mut self.counters, shared, tuning, &alert, shift, out);
             // 31–70 changes resources quietly; from 71 on the seed logs the event.
             if tier_now >= ALERT_TIER {
                 self.counters.alerts += 1;

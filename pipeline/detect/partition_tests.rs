@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::*;
+use crate::codec::Action;
 use crate::codec::{FailureSignature, TunedStep, TunedValue};
 use crate::detect::matcher::Matcher;
 use crate::feedback::tuned::{shift_key, threshold_key};
@@ -176,4 +177,34 @@ fn tuned_thresholds_and_tier_shifts_hold_from_their_effective_time_on() {
         })
         .collect();
     assert!(!thresholds.is_empty() && thresholds.iter().all(|t| *t == 0.999), "{thresholds:?}");
+}
+
+#[test]
+fn a_strategy_weighted_to_zero_decides_nothing_and_a_partial_weight_scales_what_it_asks() {
+    let records = records(8, 5);
+    let plain = run(&records, 1, Tuning::default());
+    let adjustments = |o: &[Output]| -> Vec<Adjustment> {
+        o.iter().filter_map(|o| if let Output::Adjustment(a) = o { Some(a.clone()) } else { None }).collect()
+    };
+    let resizes: Vec<Adjustment> =
+        adjustments(&plain).into_iter().filter(|a| a.action == Action::Resize && a.tier == 1).collect();
+    assert!(!resizes.is_empty(), "the fleet gives tier-1 resizes to weigh");
+    let weight = |app: &str, value: f64| {
+        step(crate::feedback::tuned::weight_key(app, "tier-1", "RESIZE"), 1.0, 0.0, 1.0, 0, value)
+    };
+    let apps = ["web", "worker", "cache", "database"];
+    let off = run(&records, 1, Tuning::new(apps.map(|a| weight(a, 0.0))));
+    assert!(
+        adjustments(&off).iter().all(|a| !(a.action == Action::Resize && a.tier == 1)),
+        "a strategy weighted 0 still resizes"
+    );
+    let half = run(&records, 1, Tuning::new(apps.map(|a| weight(a, 0.5))));
+    let halved: Vec<Adjustment> =
+        adjustments(&half).into_iter().filter(|a| a.action == Action::Resize && a.tier == 1).collect();
+    assert_eq!(halved.len(), resizes.len());
+    for (h, p) in halved.iter().zip(&resizes) {
+        assert_eq!(h.id, p.id);
+        assert!((h.cpu_factor - (1.0 + (p.cpu_factor - 1.0) * 0.5)).abs() < 1e-12, "{h:?} vs {p:?}");
+        assert!(h.reason.contains("weighted 0.50"), "{}", h.reason);
+    }
 }

@@ -33,6 +33,17 @@ pub struct FeedbackConfig {
     /// A tier shift never leaves [lower, upper] points.
     #[serde(default = "default_shift_limits")]
     pub shift_limits: (f64, f64),
+    /// How much one judgement moves the weight of a strategy (an application type's
+    /// signature rule or tier, and one action of it).
+    #[serde(default = "default_weight_step")]
+    pub weight_step: f64,
+    /// A weight never leaves [lower, upper]; at 0 the action is no longer taken.
+    #[serde(default = "default_weight_limits")]
+    pub weight_limits: (f64, f64),
+    /// Decisive outcomes (helped, or failed anyway / worsened) a strategy needs since its
+    /// weight last moved before it moves again.
+    #[serde(default = "default_min_outcomes")]
+    pub min_outcomes: u32,
 }
 
 /// Half an hour: the lead time of the slowest failure signatures (memory leaks), so a
@@ -73,6 +84,21 @@ const fn default_shift_step() -> f64 {
     5.0
 }
 
+/// Four steps from full weight to none.
+const fn default_weight_step() -> f64 {
+    0.25
+}
+
+/// A strategy can be turned off, never amplified past what its policy file says.
+const fn default_weight_limits() -> (f64, f64) {
+    (0.0, 1.0)
+}
+
+/// Three: one outcome is an anecdote, and each one is a failure or an averted one.
+const fn default_min_outcomes() -> u32 {
+    3
+}
+
 /// Down to 51 for the alert boundary (misses cost more than noise), up to 79 at most.
 const fn default_shift_limits() -> (f64, f64) {
     (-20.0, 8.0)
@@ -89,6 +115,9 @@ impl Default for FeedbackConfig {
             near_miss: default_near_miss(),
             shift_step: default_shift_step(),
             shift_limits: default_shift_limits(),
+            weight_step: default_weight_step(),
+            weight_limits: default_weight_limits(),
+            min_outcomes: default_min_outcomes(),
         }
     }
 }
@@ -122,6 +151,19 @@ impl FeedbackConfig {
         let (lo, hi) = self.shift_limits;
         if !(lo.is_finite() && hi.is_finite() && lo <= 0.0 && 0.0 <= hi) {
             return bad("shift_limits", format!("({lo}, {hi}) is not an interval holding 0 (the untuned shift)"));
+        }
+        if !(self.weight_step.is_finite() && self.weight_step > 0.0) {
+            return bad("weight_step", format!("{} is not a positive number", self.weight_step));
+        }
+        let (lo, hi) = self.weight_limits;
+        if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi && hi == 1.0) {
+            return bad(
+                "weight_limits",
+                format!("({lo}, {hi}) is not an interval within [0, 1] ending at 1 (untuned)"),
+            );
+        }
+        if self.min_outcomes == 0 {
+            return bad("min_outcomes", "0: a weight would move on no evidence".to_owned());
         }
         Ok(())
     }

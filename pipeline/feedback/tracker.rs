@@ -21,7 +21,7 @@ use std::ops::Bound;
 use tracing::warn;
 
 pub use super::config::{FeedbackConfig, FeedbackError};
-use super::tuned::{shift_key, threshold_key, MAX_STEPS};
+use super::tuned::{shift_key, threshold_key, weight_key, MAX_STEPS};
 use crate::codec::{
     Actuation, ActuationResult, Adjustment, Alert, AlertKind, FeedbackOutcome, TunedStep, TunedValue, Verdict,
     WindowEvidence,
@@ -108,6 +108,8 @@ pub struct Tracker {
     tuned: BTreeMap<String, TunedValue>,
     /// Judgement time of each key's last move.
     last_move: BTreeMap<String, i64>,
+    /// Per weight key, the verdicts since its weight last moved.
+    since_move: BTreeMap<String, Tally>,
     /// Per instance, its evidence by window end.
     evidence: BTreeMap<String, BTreeMap<i64, WindowEvidence>>,
     /// Per instance, the times it went offline.
@@ -152,6 +154,7 @@ impl Tracker {
             thresholds,
             tuned: values,
             last_move,
+            since_move: BTreeMap::new(),
             evidence: BTreeMap::new(),
             offline: BTreeMap::new(),
             alerted: BTreeMap::new(),
@@ -240,7 +243,11 @@ impl Tracker {
             }
             let ((at, ..), pending) = entry.remove_entry();
             match pending {
-                Pending::Outcome(adjustment) => judged.outcomes.push(self.outcome(&adjustment)),
+                Pending::Outcome(adjustment) => {
+                    let outcome = self.outcome(&adjustment);
+                    self.weigh(at, &adjustment, &outcome, &mut moved);
+                    judged.outcomes.push(outcome);
+                }
                 Pending::Miss(offline) => {
                     let (signatures, model) = self.missed(at, &offline, &mut moved);
                     judged.misses += u64::from(signatures);
@@ -407,6 +414,42 @@ impl Tracker {
             _ => {}
         }
         true
+    }
+
+    /// Reinforces a strategy whose adjustments helped and weakens one after which the
+    /// instance failed anyway or got worse: once it has `min_outcomes` decisive outcomes
+    /// since its weight last moved, two thirds of them one way move it one step.
+    fn weigh(&mut self, at: i64, adjustment: &Adjustment, outcome: &FeedbackOutcome, moved: &mut BTreeSet<String>) {
+        let strategy = outcome.signature.clone().unwrap_or_else(|| format!("tier-{}", adjustment.tier));
+        let key = weight_key(&adjustment.app_type, &strategy, &outcome.action);
+        let tally = self.since_move.entry(key.clone()).or_default();
+        tally.add(outcome.verdict);
+        let bad = tally.worsened + tally.failed_anyway;
+        let decisive = tally.helped + bad;
+        if decisive < u64::from(self.config.min_outcomes) {
+            return;
+        }
+        let (direction, what) = if bad * 3 >= decisive * 2 {
+            (-1.0, format!("{bad} of {decisive} failed anyway or worsened"))
+        } else if tally.helped * 3 >= decisive * 2 {
+            (1.0, format!("{} of {decisive} helped", tally.helped))
+        } else {
+            return;
+        };
+        let limits = self.config.weight_limits;
+        let fresh = TunedValue {
+            key: key.clone(),
+            app_type: adjustment.app_type.clone(),
+            default_value: limits.1,
+            floor: limits.0,
+            ceiling: limits.1,
+            steps: Vec::new(),
+        };
+        let reason = format!("{} of {strategy} on {}: {what}", outcome.action, adjustment.app_type);
+        self.step(fresh, limits, at, direction * self.config.weight_step, reason, moved);
+        if self.last_move.get(&key) == Some(&at) {
+            self.since_move.remove(&key);
+        }
     }
 
     fn shift(&self, app_type: &str) -> f64 {

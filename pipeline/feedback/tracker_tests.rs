@@ -443,3 +443,48 @@ fn bad_configs_and_values_are_refused_naming_what_is_wrong() {
     let error = Tracker::new(FeedbackConfig::default(), BTreeMap::new(), [bad]).expect_err("bad key");
     assert!(error.to_string().contains("limit/web"), "{error}");
 }
+
+/// An applied tier-2 RESIZE on `instance` at `at` after which the instance fails (or,
+/// with `fails` false, its score falls from 80 to 40): one outcome at `at + 30 min`.
+fn resized(t: &mut Tracker, instance: &str, at: i64, fails: bool) -> Judged {
+    t.evidence(&evidence(instance, at, Some(80.0), 2, None, 0.2, 0.85));
+    t.evidence(&evidence(instance, at + 20 * MIN, Some(if fails { 80.0 } else { 40.0 }), 1, None, 0.2, 0.85));
+    if fails {
+        t.alert(&offline(instance, at + 25 * MIN));
+    }
+    let alert_id = format!("alert-{instance}-{at}");
+    t.alert(&alert(&alert_id, instance, AlertKind::Anomaly, at, None, 0.0, Some(80.0)));
+    let adj = adjustment(&format!("adj-{instance}-{at}"), &alert_id, instance, at, 2);
+    t.actuation(&adj, &audit(&adj, ActuationResult::Applied));
+    t.advance(at + 30 * MIN)
+}
+
+fn weight(t: &Tracker) -> Option<f64> {
+    let key = weight_key("web", "tier-2", "RESIZE");
+    t.tuned().find(|v| v.key == key).map(TunedValue::latest)
+}
+
+#[test]
+fn a_strategy_after_which_instances_fail_anyway_loses_weight_and_one_that_helps_regains_it() {
+    let mut t = tracker(FeedbackConfig::default(), 0.85);
+    let mut seen = vec![];
+    // Failures after every resize: three decisive outcomes move the weight one step,
+    // down to the floor of 0 and no further.
+    for n in 0..15_i64 {
+        resized(&mut t, &format!("web-{n}"), n * 20 * MIN, true);
+        seen.push(weight(&t));
+    }
+    let steps: Vec<f64> = seen.iter().flatten().copied().collect::<Vec<_>>();
+    assert_eq!(seen[..2], [None, None], "two outcomes are not enough: {seen:?}");
+    assert_eq!(seen[2], Some(0.75), "{seen:?}");
+    assert!(steps.windows(2).all(|w| w[1] <= w[0]) && steps.iter().all(|&w| w >= 0.0), "{seen:?}");
+    assert_eq!(weight(&t), Some(0.0), "{seen:?}");
+    // Resizes that help bring it back up, never past 1.
+    for n in 15..40_i64 {
+        resized(&mut t, &format!("web-{n}"), n * 20 * MIN, false);
+    }
+    assert_eq!(weight(&t), Some(1.0));
+    let value = t.tuned().find(|v| v.key == weight_key("web", "tier-2", "RESIZE")).expect("tuned");
+    assert!(value.steps.iter().all(|s| (0.0..=1.0).contains(&s.value)));
+    assert!(value.steps.last().is_some_and(|s| s.reason.contains("helped")), "{value:?}");
+}

@@ -1,8 +1,11 @@
 //! Tuned values: the compacted `<prefix>.tuned` topic as the detector reads it.
 //!
 //! In: [`TunedValue`] records, key `threshold/<signature key>` (a signature's confidence
-//! threshold) or `tier-shift/<app type>` (points added to the anomaly tiers' lower
-//! boundaries 31, 71 and 91 of one application type). Out: [`Tuning`], the value of
+//! threshold), `tier-shift/<app type>` (points added to the anomaly tiers' lower
+//! boundaries 31, 71 and 91 of one application type) or
+//! `weight/<app type>/<strategy>/<action>` (0..1, how much of what a signature rule or a
+//! tier asks of one action is done: the choice between strategies that worked and
+//! those that did not). Out: [`Tuning`], the value of
 //! each key in force at an event time. Guarantee: a record carries every step its key
 //! took with the event time each takes effect from, so a detector that replays its
 //! lookback after a restart applies, window by window, the values a detector that never
@@ -24,6 +27,12 @@ pub fn threshold_key(signature: &str) -> String {
     format!("threshold/{signature}")
 }
 
+/// The key of a strategy's weight: an application type's signature rule (`strategy` the
+/// signature key) or anomaly tier (`tier-N`), and one action of it.
+pub fn weight_key(app_type: &str, strategy: &str, action: &str) -> String {
+    format!("weight/{app_type}/{strategy}/{action}")
+}
+
 /// The key of an application type's tuned tier shift.
 pub fn shift_key(app_type: &str) -> String {
     format!("tier-shift/{app_type}")
@@ -37,9 +46,12 @@ impl Entry for TunedValue {
     }
 
     fn check(&self) -> Result<(), String> {
-        let known = self.key.strip_prefix("threshold/").or_else(|| self.key.strip_prefix("tier-shift/"));
+        let known = ["threshold/", "tier-shift/", "weight/"].iter().find_map(|p| self.key.strip_prefix(p));
         if known.is_none_or(str::is_empty) {
-            return Err(format!("key {:?} is neither threshold/<signature> nor tier-shift/<app type>", self.key));
+            return Err(format!(
+                "key {:?} is none of threshold/<signature>, tier-shift/<app type>, weight/<app type>/<strategy>/<action>",
+                self.key
+            ));
         }
         if !(self.floor.is_finite() && self.ceiling.is_finite() && self.floor <= self.ceiling) {
             return Err(format!("limits [{}, {}] are not an interval", self.floor, self.ceiling));
@@ -112,6 +124,14 @@ impl Tuning {
         }
         self.values.get(&shift_key(app_type)).and_then(|v| v.stepped_at(at_ms)).unwrap_or(0.0)
     }
+
+    /// The weight of an action of a strategy at `at_ms` (1 if never tuned).
+    pub fn weight(&self, app_type: &str, strategy: &str, action: &str, at_ms: i64) -> f64 {
+        if self.values.is_empty() {
+            return 1.0;
+        }
+        self.values.get(&weight_key(app_type, strategy, action)).and_then(|v| v.stepped_at(at_ms)).unwrap_or(1.0)
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +171,6 @@ mod tests {
         assert!(value(&[(200, 0.85), (100, 0.8)]).check().unwrap_err().contains("before"));
         let mut bad = value(&[]);
         bad.key = "limit/web".into();
-        assert!(bad.check().unwrap_err().contains("neither"));
+        assert!(bad.check().unwrap_err().contains("none of"));
     }
 }
