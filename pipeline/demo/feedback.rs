@@ -72,19 +72,21 @@ impl FeedbackLoop {
         })
     }
 
-    /// Takes in one turn and judges everything due by `now_ms`.
-    pub async fn turn(
-        &mut self,
-        cluster: &Cluster,
-        actuated: &[(Adjustment, Actuation)],
-        now_ms: i64,
-    ) -> Result<(), DemoError> {
-        for e in self.evidence.read_new(cluster).await? {
+    /// Takes in the detector's evidence and alerts committed so far.
+    pub async fn read(&mut self, cluster: &Cluster) -> Result<(), DemoError> {
+        let (evidence, alerts) = tokio::join!(self.evidence.read_new(cluster), self.alerts.read_new(cluster));
+        for e in evidence? {
             self.tracker.evidence(&e);
         }
-        for a in self.alerts.read_new(cluster).await? {
+        for a in alerts? {
             self.tracker.alert(&a);
         }
+        Ok(())
+    }
+
+    /// Takes in one turn's actuations and judges everything due by `now_ms`, the
+    /// turn's last event time; [`Self::read`] has been given the turn's outputs.
+    pub async fn judge(&mut self, actuated: &[(Adjustment, Actuation)], now_ms: i64) -> Result<(), DemoError> {
         for (adjustment, audit) in actuated {
             self.tracker.actuation(adjustment, audit);
         }
@@ -102,8 +104,12 @@ impl FeedbackLoop {
             tracing::info!(key = %t.key, value = t.latest(), from_ms = last, "tuned");
             self.tuned_out.publish(&t.key, t, now_ms).await?;
         }
-        self.outcomes_out.flush(STALL_LIMIT).await?;
-        self.tuned_out.flush(STALL_LIMIT).await?;
+        if !judged.outcomes.is_empty() {
+            self.outcomes_out.flush(STALL_LIMIT).await?;
+        }
+        if !judged.tuned.is_empty() {
+            self.tuned_out.flush(STALL_LIMIT).await?;
+        }
         Ok(())
     }
 

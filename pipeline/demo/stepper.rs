@@ -144,7 +144,16 @@ impl Stepper {
         }
         self.produced = self.telemetry.flush(STALL_LIMIT).await?;
         self.wait_for_detector(stop).await?;
-        let mut adjustments = self.adjustments.read_new(cluster).await?;
+        // The feedback loop's inputs are read beside the adjustments: each read waits
+        // for the transaction markers at the ends of its partitions.
+        let (adjustments, evidence) = tokio::join!(self.adjustments.read_new(cluster), async {
+            match &mut self.feedback {
+                Some(feedback) => feedback.read(cluster).await,
+                None => Ok(()),
+            }
+        });
+        evidence?;
+        let mut adjustments = adjustments?;
         // Event time first, then the higher tier (of two actions at one moment the
         // guardrails keep the first); the id breaks ties the same way in every run.
         adjustments.sort_by(|a, b| (a.event_time_ms, -a.tier, &a.id).cmp(&(b.event_time_ms, -b.tier, &b.id)));
@@ -157,7 +166,7 @@ impl Stepper {
         }
         self.audits_out.flush(STALL_LIMIT).await?;
         if let (Some(feedback), true) = (&mut self.feedback, now_ms > i64::MIN) {
-            feedback.turn(cluster, &actuated, now_ms).await?;
+            feedback.judge(&actuated, now_ms).await?;
         }
         for (instance, change) in self.backend.fleet.take_changes() {
             if let Err(e) = self.fleet.apply(&instance, change) {
