@@ -212,7 +212,7 @@ pub fn run<B: Backend, N: Backend>(
                 tracing::warn!(error = %e, "transaction aborted; reading the batch again");
                 totals.aborts += 1;
                 config.metrics.aborts.inc();
-                producer.abort_transaction(CALL_TIMEOUT).map_err(|e| fenced(&config, e))?;
+                crate::kafka::txn::abort(&producer, CALL_TIMEOUT).map_err(|e| fenced(&config, e))?;
                 drop(batch);
                 rewind(&consumer, &config.adjustments_topic)?;
             }

@@ -388,7 +388,7 @@ pub fn run(
                 tracing::warn!(error = %e, "transaction aborted; rebuilding the batch's partitions and reading them again");
                 totals.aborts += 1;
                 config.metrics.aborts.inc();
-                producer.abort_transaction(CALL_TIMEOUT).map_err(|e| fatal(&config, e))?;
+                txn::abort(&producer, CALL_TIMEOUT).map_err(|e| fatal(&config, e))?;
                 drop(work);
                 rewind(&consumer)?;
             }

@@ -44,6 +44,10 @@ pub struct FeedbackConfig {
     /// weight last moved before it moves again.
     #[serde(default = "default_min_outcomes")]
     pub min_outcomes: u32,
+    /// A strategy turned off (weight at the floor) is tried again one step up after
+    /// this much event time (ms): it took no action since, so no outcome can speak for it.
+    #[serde(default = "default_weight_retry_ms")]
+    pub weight_retry_ms: i64,
 }
 
 /// Half an hour: the lead time of the slowest failure signatures (memory leaks), so a
@@ -99,6 +103,12 @@ const fn default_min_outcomes() -> u32 {
     3
 }
 
+/// Two hours: long enough that a strategy that failed is not retried within one
+/// incident, short enough that a fleet whose behaviour changed gets it back the same day.
+const fn default_weight_retry_ms() -> i64 {
+    2 * 3_600_000
+}
+
 /// Down to 51 for the alert boundary (misses cost more than noise), up to 79 at most.
 const fn default_shift_limits() -> (f64, f64) {
     (-20.0, 8.0)
@@ -118,6 +128,7 @@ impl Default for FeedbackConfig {
             weight_step: default_weight_step(),
             weight_limits: default_weight_limits(),
             min_outcomes: default_min_outcomes(),
+            weight_retry_ms: default_weight_retry_ms(),
         }
     }
 }
@@ -161,6 +172,9 @@ impl FeedbackConfig {
                 "weight_limits",
                 format!("({lo}, {hi}) is not an interval within [0, 1] ending at 1 (untuned)"),
             );
+        }
+        if self.weight_retry_ms <= 0 {
+            return bad("weight_retry_ms", format!("{} is not a positive duration", self.weight_retry_ms));
         }
         if self.min_outcomes == 0 {
             return bad("min_outcomes", "0: a weight would move on no evidence".to_owned());

@@ -88,6 +88,7 @@ enum Kind {
     Outcome,
     Miss,
     FalseAlarm,
+    Retry,
 }
 
 /// A judgement waiting for its time: (judgement time, instance, kind, input id).
@@ -98,6 +99,9 @@ enum Pending {
     Outcome(Adjustment),
     Miss(Alert),
     FalseAlarm(Alert),
+    /// A strategy turned off (its weight at the floor), to be tried again: its key and
+    /// application type.
+    Retry(String, String),
 }
 
 /// The event-time state machine of the feedback loop; see the module documentation.
@@ -149,7 +153,7 @@ impl Tracker {
             }
             values.insert(value.key.clone(), value);
         }
-        Ok(Self {
+        let mut tracker = Self {
             config,
             thresholds,
             tuned: values,
@@ -164,7 +168,18 @@ impl Tracker {
             pending: BTreeMap::new(),
             tallies: BTreeMap::new(),
             now: None,
-        })
+        };
+        // A strategy the published values turned off is tried again as if never stopped.
+        let off: Vec<(String, String, i64)> = tracker
+            .tuned
+            .values()
+            .filter(|v| v.key.starts_with("weight/"))
+            .filter_map(|v| tracker.last_move.get(&v.key).map(|&at| (v.key.clone(), v.app_type.clone(), at)))
+            .collect();
+        for (key, app_type, at) in off {
+            tracker.schedule_retry(&key, &app_type, at);
+        }
+        Ok(tracker)
     }
 
     /// Inputs older than this can no longer change any judgement still to come.
@@ -258,6 +273,7 @@ impl Tracker {
                         judged.false_alarms += 1;
                     }
                 }
+                Pending::Retry(key, app_type) => self.retry(at, key, app_type, &mut moved),
             }
         }
         self.now = Some(self.now.map_or(now_ms, |now| now.max(now_ms)));
@@ -449,7 +465,33 @@ impl Tracker {
         self.step(fresh, limits, at, direction * self.config.weight_step, reason, moved);
         if self.last_move.get(&key) == Some(&at) {
             self.since_move.remove(&key);
+            self.schedule_retry(&key, &adjustment.app_type, at);
         }
+    }
+
+    /// A strategy whose weight reached the floor no longer acts, so no outcome could
+    /// ever raise it again: it is tried again one step up `weight_retry_ms` later.
+    fn schedule_retry(&mut self, key: &str, app_type: &str, moved_at: i64) {
+        let at_floor = self.tuned.get(key).is_some_and(|v| v.latest() <= self.config.weight_limits.0 + EPSILON);
+        if at_floor {
+            let due = moved_at.saturating_add(self.config.weight_retry_ms);
+            self.expect(
+                (due, key.to_owned(), Kind::Retry, key.to_owned()),
+                Pending::Retry(key.to_owned(), app_type.to_owned()),
+            );
+        }
+    }
+
+    fn retry(&mut self, at: i64, key: String, app_type: String, moved: &mut BTreeSet<String>) {
+        let limits = self.config.weight_limits;
+        let Some(value) = self.tuned.get(&key).cloned() else { return };
+        if value.latest() > limits.0 + EPSILON {
+            return;
+        }
+        let hours = self.config.weight_retry_ms as f64 / 3_600_000.0;
+        let reason = format!("{key} on {app_type}: tried again after {hours:.1} h turned off");
+        self.step(value, limits, at, self.config.weight_step, reason, moved);
+        self.since_move.remove(&key);
     }
 
     fn shift(&self, app_type: &str) -> f64 {

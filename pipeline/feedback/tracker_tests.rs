@@ -488,3 +488,41 @@ fn a_strategy_after_which_instances_fail_anyway_loses_weight_and_one_that_helps_
     assert!(value.steps.iter().all(|s| (0.0..=1.0).contains(&s.value)));
     assert!(value.steps.last().is_some_and(|s| s.reason.contains("helped")), "{value:?}");
 }
+
+#[test]
+fn a_strategy_turned_off_is_tried_again_after_the_retry_time_also_after_a_restart() {
+    let config = FeedbackConfig::default();
+    let retry = config.weight_retry_ms;
+    let mut t = tracker(config.clone(), 0.85);
+    let mut n = 0_i64;
+    while weight(&t) != Some(0.0) {
+        resized(&mut t, &format!("web-{n}"), n * 20 * MIN, true);
+        n += 1;
+        assert!(n < 30, "the weight never reached 0");
+    }
+    let off_at = t
+        .tuned()
+        .find(|v| v.key == weight_key("web", "tier-2", "RESIZE"))
+        .expect("tuned")
+        .steps
+        .last()
+        .unwrap()
+        .from_ms
+        - config.delay_ms;
+    // Nothing acts while it is off; its retry comes at the retry time, not before.
+    assert!(t.advance(off_at + retry - 1).tuned.is_empty());
+    let judged = t.advance(off_at + retry);
+    assert_eq!(judged.tuned.len(), 1, "{judged:?}");
+    assert_eq!(weight(&t), Some(0.25));
+    assert!(judged.tuned[0].steps.last().unwrap().reason.contains("tried again"));
+
+    // A tracker restarted from values that left the strategy off retries it too.
+    let published: Vec<TunedValue> = t.tuned().cloned().collect();
+    let mut off = published.clone();
+    off[0].steps.pop();
+    let mut restarted =
+        Tracker::new(config, [(SIG.to_owned(), 0.85)].into(), off).expect("the published values are valid");
+    assert_eq!(weight(&restarted), Some(0.0));
+    assert_eq!(restarted.advance(off_at + retry).tuned.len(), 1);
+    assert_eq!(weight(&restarted), Some(0.25));
+}

@@ -58,6 +58,28 @@ pub fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
     }
 }
 
+/// Aborts the open transaction. Aborting purges the records still in flight, and
+/// librdkafka will not finish until their delivery reports have been served: on a
+/// `BaseProducer` nobody else polls, so a batch with many records outstanding (a
+/// rebalance in the middle of a large transaction) times out unless the caller polls.
+/// Retries the abort, polling between tries, until `timeout`.
+pub fn abort(producer: &BaseProducer, timeout: Duration) -> Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        producer.poll(Duration::ZERO);
+        match producer.abort_transaction(ABORT_SLICE) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && std::time::Instant::now() < deadline => {
+                producer.poll(ABORT_SLICE);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One try of [`abort`]: short enough that delivery reports are served often.
+const ABORT_SLICE: Duration = Duration::from_millis(500);
+
 /// Sends a dead letter into the open transaction, keyed as its source record was, with
 /// the reason and source in headers as well as in the record.
 pub fn send_dead_letter(
