@@ -226,12 +226,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
         detect::run_on(&cluster, detect_args, "demo".to_owned(), window.clone(), detected.clone(), stop.clone());
 
     let holdout = Holdout { seed: args.seed, fraction: args.holdout };
+    // Each signature's own threshold, as imported: where tuning starts from.
+    let own: BTreeMap<String, f64> = signatures.iter().map(|s| (s.key(), s.threshold)).collect();
     let feedback = match args.no_feedback {
         true => None,
-        false => {
-            let own = signatures.iter().map(|s| (s.key(), s.threshold)).collect();
-            Some(feedback::FeedbackLoop::new(&cluster, own)?)
-        }
+        false => Some(feedback::FeedbackLoop::new(&cluster, own.clone())?),
     };
     let mut stepper = stepper::Stepper::new(&cluster, fleet, detected.clone(), holdout, feedback).await?;
     tracing::info!(signatures = signatures.len(), steps, instances = args.instances, "the loop begins");
@@ -298,7 +297,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
     };
     let mut report = Report::new(run, context);
     report.feedback = stepper.feedback.as_ref().map(|f| f.summary(start_ms));
-    report.caught_under_own_threshold = caught_under_own_threshold(&truth, &alerts, &signatures);
+    report.caught_under_own_threshold = caught_under_own_threshold(&truth, &alerts, &own);
     if let Some(dir) = &args.charts {
         report.charts = charts::draw_all(dir, &stepper, &report, &window, start_ms)?;
     }
@@ -312,12 +311,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Report, Demo
 
 /// Injected failures a signature alert predicted with a confidence under that
 /// signature's own threshold: caught only because the feedback loop lowered it.
-fn caught_under_own_threshold(
-    truth: &[simulate::GroundTruth],
-    alerts: &[Alert],
-    signatures: &[FailureSignature],
-) -> usize {
-    let own: BTreeMap<String, f64> = signatures.iter().map(|s| (s.key(), s.threshold)).collect();
+fn caught_under_own_threshold(truth: &[simulate::GroundTruth], alerts: &[Alert], own: &BTreeMap<String, f64>) -> usize {
     truth
         .iter()
         .filter(|t| {

@@ -72,12 +72,6 @@ impl Entry for TunedValue {
 }
 
 impl TunedValue {
-    /// The value in force at event time `at_ms`: the last step taken effect by then,
-    /// else the default.
-    pub fn at(&self, at_ms: i64) -> f64 {
-        self.stepped_at(at_ms).unwrap_or(self.default_value)
-    }
-
     /// The last step taken effect by `at_ms`, if any. Before its first step a key is
     /// not tuned at all: the detector keeps the signature's own threshold, whatever
     /// the signature table says now (the default here is what it said then).
@@ -92,45 +86,52 @@ impl TunedValue {
     }
 }
 
-/// Every tuned value by key, as the detector applies them.
+/// Every tuned value, as the detector applies them: by what each tunes, so that the
+/// per-window lookups (thresholds of every candidate signature, the tier shift) take
+/// the names as they are and build no key.
 #[derive(Debug, Clone, Default)]
 pub struct Tuning {
-    values: HashMap<String, TunedValue>,
+    /// By signature key.
+    thresholds: HashMap<String, TunedValue>,
+    /// By application type.
+    shifts: HashMap<String, TunedValue>,
+    /// By the whole key (looked up once per decided adjustment).
+    weights: HashMap<String, TunedValue>,
 }
 
 impl Tuning {
     pub fn new(values: impl IntoIterator<Item = TunedValue>) -> Self {
-        Self { values: values.into_iter().map(|v| (v.key.clone(), v)).collect() }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        let mut tuning = Self::default();
+        for v in values {
+            if let Some(signature) = v.key.strip_prefix("threshold/") {
+                tuning.thresholds.insert(signature.to_owned(), v);
+            } else if let Some(app_type) = v.key.strip_prefix("tier-shift/") {
+                tuning.shifts.insert(app_type.to_owned(), v);
+            } else {
+                tuning.weights.insert(v.key.clone(), v);
+            }
+        }
+        tuning
     }
 
     /// The tuned threshold of `signature` at `at_ms`, if the feedback loop had tuned it
     /// by then.
     pub fn threshold(&self, signature: &str, at_ms: i64) -> Option<f64> {
-        if self.values.is_empty() {
-            return None;
-        }
-        self.values.get(&threshold_key(signature)).and_then(|v| v.stepped_at(at_ms))
+        self.thresholds.get(signature).and_then(|v| v.stepped_at(at_ms))
     }
 
     /// Points added to the anomaly tiers' boundaries of `app_type` at `at_ms` (0 if
     /// never tuned).
     pub fn shift(&self, app_type: &str, at_ms: i64) -> f64 {
-        if self.values.is_empty() {
-            return 0.0;
-        }
-        self.values.get(&shift_key(app_type)).and_then(|v| v.stepped_at(at_ms)).unwrap_or(0.0)
+        self.shifts.get(app_type).and_then(|v| v.stepped_at(at_ms)).unwrap_or(0.0)
     }
 
     /// The weight of an action of a strategy at `at_ms` (1 if never tuned).
     pub fn weight(&self, app_type: &str, strategy: &str, action: &str, at_ms: i64) -> f64 {
-        if self.values.is_empty() {
+        if self.weights.is_empty() {
             return 1.0;
         }
-        self.values.get(&weight_key(app_type, strategy, action)).and_then(|v| v.stepped_at(at_ms)).unwrap_or(1.0)
+        self.weights.get(&weight_key(app_type, strategy, action)).and_then(|v| v.stepped_at(at_ms)).unwrap_or(1.0)
     }
 }
 
@@ -153,10 +154,11 @@ mod tests {
     #[test]
     fn the_value_in_force_is_the_last_step_taken_effect_by_then() {
         let v = value(&[(100, 0.85), (200, 0.8)]);
-        assert_eq!(v.at(99), 0.9);
-        assert_eq!(v.at(100), 0.85);
-        assert_eq!(v.at(199), 0.85);
-        assert_eq!(v.at(10_000), 0.8);
+        assert_eq!(v.stepped_at(99), None);
+        assert_eq!(v.stepped_at(100), Some(0.85));
+        assert_eq!(v.stepped_at(199), Some(0.85));
+        assert_eq!(v.stepped_at(10_000), Some(0.8));
+        assert_eq!(v.latest(), 0.8);
         let t = Tuning::new([v]);
         assert_eq!(t.threshold("web/*/memory_leak", 150), Some(0.85));
         assert_eq!(t.threshold("web/*/memory_leak", 99), None, "before its first step the signature's own holds");
