@@ -110,6 +110,7 @@ struct Ctx {
     failure: Mutex<Option<EngineError>>,
     rebalances: Mutex<u64>,
     readiness: Readiness,
+    metrics: Metrics,
 }
 
 impl ClientContext for Ctx {}
@@ -138,6 +139,8 @@ impl ConsumerContext for Ctx {
             }
             self.readiness.set(false);
             match self.rebuild(consumer, &partitions) {
+                // The replayed records are counted before readiness rises: a scrape
+                // that sees the detector ready sees the rebuild that made it so.
                 Ok(_) => self.readiness.set(true),
                 Err(e) => *lock(&self.failure) = Some(e),
             }
@@ -148,7 +151,8 @@ impl ConsumerContext for Ctx {
 
 impl Ctx {
     /// Replays the lookback before each partition's committed offset into fresh state;
-    /// returns the committed offsets it rebuilt to.
+    /// returns the committed offsets it rebuilt to. The records replayed are counted in
+    /// the metrics before this returns.
     fn rebuild(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> Result<TopicPartitionList, EngineError> {
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
@@ -158,6 +162,7 @@ impl Ctx {
         let judge = read(&self.judge).clone();
         let reader = reader::consumer(&self.replay)?;
         let mut dtw = Dtw::new(self.radius);
+        let mut total = 0;
         for &p in partitions {
             self.shared.windows.drop_partition(p);
             let mut state = PartitionState::new(p, &self.shared);
@@ -180,7 +185,9 @@ impl Ctx {
                 "partition rebuilt"
             );
             lock(&self.states).insert(p, state);
+            total += replayed;
         }
+        self.metrics.replayed_records.inc_by(total);
         Ok(committed)
     }
 
@@ -228,6 +235,11 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     m.read().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How often the gauges (windows, memory, consumer lag) are refreshed: often enough for
+/// a scrape to follow a catch-up, rarely enough that the watermark requests (one per
+/// assigned partition) cost nothing.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
+
 /// Runs the loop until `shutdown`; blocking (run it on a thread of its own).
 pub fn run(
     config: EngineConfig,
@@ -246,6 +258,7 @@ pub fn run(
         failure: Mutex::new(None),
         rebalances: Mutex::new(0),
         readiness: config.readiness.clone(),
+        metrics: config.metrics.clone(),
     };
     let mut seen_version = judges.version();
     let mut metrics_rebalances = 0;
@@ -260,12 +273,13 @@ pub fn run(
     let mut dtws: Vec<Dtw> = (0..config.threads.max(1)).map(|_| Dtw::new(config.dtw_radius)).collect();
     let mut totals = Totals::default();
     let mut last_report = Instant::now();
+    let mut last_gauges = Instant::now();
     let codecs = Codecs { alert: Codec::new(), adjustment: Codec::new(), evidence: Codec::new(), dead: Codec::new() };
 
     while !shutdown.is_cancelled() {
         // Also while idle, so that the gauges (lag above all) come down to rest.
-        if last_report.elapsed() >= config.report_every {
-            last_report = Instant::now();
+        if last_gauges.elapsed() >= GAUGES_EVERY {
+            last_gauges = Instant::now();
             let w = shared.windows.stats();
             config.metrics.window_instances.set(w.instances as i64);
             config.metrics.window_memory_bytes.set(w.memory_bytes as i64);
@@ -278,6 +292,10 @@ pub fn run(
             let rebalances = *lock(&consumer.context().rebalances);
             config.metrics.rebalances.inc_by(rebalances.saturating_sub(metrics_rebalances));
             metrics_rebalances = rebalances;
+        }
+        if last_report.elapsed() >= config.report_every {
+            last_report = Instant::now();
+            let w = shared.windows.stats();
             tracing::info!(
                 records = totals.counters.records,
                 alerts = totals.counters.alerts,

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub transactions: Counter,
     pub aborts: Counter,
     pub rebalances: Counter,
+    /// Records replayed to rebuild the windows of assigned partitions.
+    pub replayed_records: Counter,
     pub window_instances: Gauge,
     pub window_memory_bytes: Gauge,
     /// Records of the assigned partitions not yet processed (high watermark − position).
@@ -63,6 +65,7 @@ impl Default for Metrics {
             transactions: Counter::default(),
             aborts: Counter::default(),
             rebalances: Counter::default(),
+            replayed_records: Counter::default(),
             window_instances: Gauge::default(),
             window_memory_bytes: Gauge::default(),
             consumer_lag: Gauge::default(),
@@ -100,6 +103,11 @@ impl Metrics {
         r.register("augur_detect_transactions", "Kafka transactions committed", self.transactions.clone());
         r.register("augur_detect_aborts", "Kafka transactions aborted and retried", self.aborts.clone());
         r.register("augur_detect_rebalances", "Partition assignments and revocations", self.rebalances.clone());
+        r.register(
+            "augur_detect_replayed_records",
+            "Records replayed to rebuild the windows of assigned partitions (before /readyz turns ready)",
+            self.replayed_records.clone(),
+        );
         r.register("augur_detect_window_instances", "Instances with a window in memory", self.window_instances.clone());
         r.register("augur_detect_window_memory_bytes", "Memory the windows hold", self.window_memory_bytes.clone());
         r.register(

@@ -376,22 +376,37 @@ pub fn dead_letter_headers(d: &crate::codec::DeadLetter) -> rdkafka::message::Ow
         .insert(Header { key: "augur.source.offset", value: Some(offset.as_str()) })
 }
 
-/// Records past the consumer's position on its assigned partitions (from the oldest
-/// retained record where it has no position yet). The watermarks are asked through
-/// `watermarks`, a client of its own: asked through the group consumer, each request
-/// would queue behind its long-poll fetch. One round trip per partition; blocking.
+/// Records past the consumer's position on its assigned partitions; where it has no
+/// position yet (assigned, nothing fetched), past the group's committed offset, and
+/// past the oldest retained record where nothing is committed either. The watermarks
+/// are asked through `watermarks`, a client of its own: asked through the group
+/// consumer, each request would queue behind its long-poll fetch. One round trip per
+/// partition (and one for the committed offsets); blocking.
 pub fn consumer_lag<C: rdkafka::consumer::ConsumerContext, K: rdkafka::consumer::Consumer<C>>(
     consumer: &K,
     watermarks: &rdkafka::consumer::BaseConsumer,
     timeout: Duration,
 ) -> Result<i64, KafkaError> {
     use rdkafka::consumer::Consumer;
+    use rdkafka::Offset;
+    let position = consumer.position()?;
+    let mut unpositioned = rdkafka::TopicPartitionList::new();
+    for e in position.elements() {
+        if !matches!(e.offset(), Offset::Offset(_)) {
+            unpositioned.add_partition(e.topic(), e.partition());
+        }
+    }
+    let committed =
+        if unpositioned.count() == 0 { unpositioned } else { consumer.committed_offsets(unpositioned, timeout)? };
     let mut lag = 0;
-    for e in consumer.position()?.elements() {
+    for e in position.elements() {
         let (low, high) = watermarks.fetch_watermarks(e.topic(), e.partition(), timeout)?;
         let from = match e.offset() {
-            rdkafka::Offset::Offset(o) => o,
-            _ => low,
+            Offset::Offset(o) => o,
+            _ => match committed.find_partition(e.topic(), e.partition()).map(|c| c.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => low,
+            },
         };
         lag += (high - from).max(0);
     }

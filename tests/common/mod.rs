@@ -164,3 +164,25 @@ pub fn simulate(bootstrap: &str, prefix: &str, flags: &[&str]) -> serde_json::Va
     let stdout = String::from_utf8(out.stdout).expect("simulate prints UTF-8");
     serde_json::from_str(stdout.lines().last().expect("simulate prints a summary")).expect("the summary is JSON")
 }
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Status and body of `GET http://addr/path`; `None` while nothing answers there.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let r = reqwest::blocking::get(format!("http://{addr}{path}")).ok()?;
+    Some((r.status().as_u16(), r.text().ok()?))
+}
+
+/// The samples of a `/metrics` scrape at `addr` (series → value); empty while the
+/// command does not answer yet.
+pub fn scrape(addr: &str) -> std::collections::BTreeMap<String, f64> {
+    let Some((200, body)) = http_get(addr, "/metrics") else { return Default::default() };
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.trim().parse().ok()?)))
+        .collect()
+}

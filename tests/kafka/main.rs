@@ -9,6 +9,7 @@ mod agent;
 mod demo;
 mod detect;
 mod export;
+mod observe;
 mod security;
 mod signatures;
 mod simulate;

@@ -12,19 +12,9 @@ use crate::detect::{alerts, detector, prepare, start_ms, wait_committed};
 
 const HOUR: i64 = 3_600_000;
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The body of `GET http://addr/metrics`.
+/// The body of `GET http://addr/metrics`; empty while nothing answers there.
 fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
-    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
+    common::http_get(addr, "/metrics").map(|(_, body)| body).unwrap_or_default()
 }
 
 #[test]
@@ -35,7 +25,7 @@ fn train_replays_telemetry_announces_a_model_and_a_running_detector_swaps_to_it(
     let start = start_ms();
     // Three hours of a fleet, a detector on it serving the shipped models.
     let (_, first) = prepare(bootstrap, &prefix, 24, "3h", 21);
-    let metrics = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", common::free_port());
     let mut d = detector(bootstrap, &prefix, &group, "r1", &["--metrics-addr", &metrics]);
     let telemetry = format!("{prefix}.telemetry");
     wait_committed(bootstrap, &group, &telemetry, first as i64, Duration::from_secs(600), &mut d);
