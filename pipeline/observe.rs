@@ -75,6 +75,23 @@ pub async fn serve(
     Ok((bound, task))
 }
 
+/// [`serve`] for a command whose `--metrics-addr` is optional: registers the stage's
+/// metrics and serves them when `addr` is given, and logs where. Called before the stage
+/// connects anywhere, so a taken port fails the command at once.
+pub async fn serve_if(
+    addr: Option<SocketAddr>,
+    register: impl FnOnce(&mut Registry),
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Result<(), ObserveError> {
+    let Some(addr) = addr else { return Ok(()) };
+    let mut registry = Registry::default();
+    register(&mut registry);
+    let (addr, _server) = serve(addr, registry, readiness.clone(), shutdown.clone()).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    Ok(())
+}
+
 async fn metrics(State(s): State<Served>) -> impl IntoResponse {
     let mut body = String::with_capacity(2048);
     match prometheus_client::encoding::text::encode(&mut body, &s.registry) {

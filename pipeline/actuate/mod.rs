@@ -168,14 +168,9 @@ pub async fn run_on(
 
     let metrics = Metrics::default();
     let readiness = Readiness::default();
-    if let Some(addr) = args.metrics_addr {
-        let mut registry = prometheus_client::registry::Registry::default();
-        metrics.register(&mut registry);
-        let (addr, _server) = crate::observe::serve(addr, registry, readiness.clone(), shutdown.clone())
-            .await
-            .map_err(ActuateError::Observe)?;
-        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    }
+    crate::observe::serve_if(args.metrics_addr, |r| metrics.register(r), &readiness, &shutdown)
+        .await
+        .map_err(ActuateError::Observe)?;
     cluster
         .ensure_topics(&[
             TopicSpec { name: cluster.topic::<Adjustment>(), partitions: args.partitions, retention: Retention::Log },

@@ -15,6 +15,7 @@
 mod cgroup;
 mod host;
 mod logfile;
+mod metrics;
 mod prometheus;
 mod sampler;
 mod sink;
@@ -97,6 +98,10 @@ pub struct Args {
     /// Partitions of the telemetry topic, if this command creates it.
     #[arg(long, value_name = "N", default_value = "6", value_parser = crate::kafka::parse_partitions)]
     pub partitions: i32,
+    /// Serve `/metrics` (`augur_agent_*`), `/healthz` and `/readyz` (ready once the
+    /// cluster confirmed a sample) on this address. [default: not served]
+    #[arg(long, env = "AUGUR_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -165,6 +170,8 @@ pub enum AgentError {
     Sampler(#[from] SamplerError),
     #[error("cannot tell the host name ({0}); pass --instance-id")]
     HostName(#[source] std::io::Error),
+    #[error(transparent)]
+    Observe(#[from] crate::observe::ObserveError),
 }
 
 /// What an agent run did.
@@ -187,6 +194,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Summary, Age
         None => host_name().map_err(AgentError::HostName)?,
     };
     let mut sampler = Sampler::new(args.sampler_config())?;
+    let metrics = metrics::Metrics::default();
+    let readiness = crate::observe::Readiness::default();
+    crate::observe::serve_if(args.metrics_addr, |r| metrics.register(r), &readiness, &shutdown).await?;
     let cluster = Cluster::open(&args.kafka.config())?;
     let topic = cluster.topic::<TelemetrySample>();
     ensure_topic(&cluster, TopicSpec { name: topic.clone(), partitions: args.partitions, retention: Retention::Log })
@@ -215,12 +225,19 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Summary, Age
             _ = ticks.tick() => {}
         }
         let timestamp_ms = epoch_ms(SystemTime::now());
-        sampler.sample(Instant::now(), &mut readings).await;
+        let began = Instant::now();
+        sampler.sample(began, &mut readings).await;
+        metrics.sample_seconds.observe(began.elapsed().as_secs_f64());
         sample.seq = samples as i64;
         sample.timestamp_ms = timestamp_ms;
         fill_metrics(&mut sample.metrics, &readings);
         sink.publish(&sample.instance_id, &sample, timestamp_ms)?;
         samples += 1;
+        metrics.samples.inc();
+        metrics.sample_metrics.set(sample.metrics.len() as i64);
+        metrics.source_warnings.inc_by(u64::from(sampler.warnings()).saturating_sub(metrics.source_warnings.get()));
+        metrics.delivered.inc_by(sink.delivered().saturating_sub(metrics.delivered.get()));
+        readiness.set(metrics.delivered.get() > 0);
     }
     let delivered = sink.flush(FLUSH_TIMEOUT).await?;
     tracing::info!(samples, delivered, warnings = sampler.warnings(), "agent stopped");

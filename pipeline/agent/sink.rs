@@ -85,7 +85,12 @@ impl<T: Record> Sink<T> {
             return Err(PublishError::Flush { topic: self.topic.clone(), timeout, source });
         }
         self.failure()?;
-        Ok(self.producer.context().delivered.load(Ordering::Relaxed))
+        Ok(self.delivered())
+    }
+
+    /// Records the cluster confirmed so far.
+    pub(super) fn delivered(&self) -> u64 {
+        self.producer.context().delivered.load(Ordering::Relaxed)
     }
 
     fn failure(&self) -> Result<(), PublishError> {

@@ -175,15 +175,9 @@ pub async fn run_on(
     let policies = if args.policy.is_empty() { Policies::shipped()? } else { Policies::load(&args.policy)? };
     let metrics = metrics::Metrics::default();
     let readiness = Readiness::default();
-    if let Some(addr) = args.metrics_addr {
-        let mut registry = prometheus_client::registry::Registry::default();
-        metrics.register(&mut registry);
-        // Before joining the group: a taken port fails the command at once.
-        let (addr, _server) = crate::observe::serve(addr, registry, readiness.clone(), shutdown.clone())
-            .await
-            .map_err(DetectError::Observe)?;
-        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    }
+    crate::observe::serve_if(args.metrics_addr, |r| metrics.register(r), &readiness, &shutdown)
+        .await
+        .map_err(DetectError::Observe)?;
     let telemetry = cluster.topic::<TelemetrySample>();
     cluster
         .ensure_topics(&[

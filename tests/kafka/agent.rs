@@ -68,3 +68,47 @@ fn agent_publishes_plausible_cpu_and_memory_of_this_machine() {
     // This test process and the broker keep the machine busy: some CPU is always in use.
     assert!(cpu.iter().any(|c| *c > 0.0), "cpu all zero: {cpu:?}");
 }
+
+/// `/metrics` of a running agent follows its samples; `/readyz` turns ready once the
+/// broker confirmed one, and every sample it counted is in the topic after SIGTERM.
+#[test]
+fn a_running_agent_serves_metrics_that_follow_its_samples() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("agent-metrics");
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let child = common::augur()
+        .args(["agent", "--brokers", bootstrap, "--topic-prefix", &prefix, "--instance-id", "observed-host"])
+        .args(["--interval", "100ms", "--cgroup", "host", "--metrics-addr", &addr])
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start augur agent");
+    let agent = crate::detect::Running(Some(child));
+
+    let began = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let last = loop {
+        assert!(began.elapsed() < std::time::Duration::from_secs(120), "samples counted: {seen:?}");
+        let m = common::scrape(&addr);
+        if let (Some(&samples), Some(&delivered)) =
+            (m.get("augur_agent_samples_total"), m.get("augur_agent_delivered_total"))
+        {
+            assert!(delivered <= samples, "more confirmed than produced: {m:?}");
+            if seen.last() != Some(&samples) {
+                seen.push(samples);
+            }
+            if delivered >= 5.0 {
+                break m;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(seen.len() >= 3 && seen.windows(2).all(|w| w[0] < w[1]), "samples did not count up: {seen:?}");
+    assert!(last["augur_agent_sample_metrics"] >= 5.0, "a host sample has CPU, memory, PSI...: {last:?}");
+    assert!(last["augur_agent_sample_seconds_count"] >= last["augur_agent_samples_total"] - 1.0, "{last:?}");
+    assert_eq!(common::http_get(&addr, "/readyz").map(|(s, _)| s), Some(200), "ready after confirmed samples");
+    assert_eq!(common::http_get(&addr, "/healthz").map(|(s, _)| s), Some(200));
+    agent.terminate();
+
+    let published = common::read_all(bootstrap, &format!("{prefix}.telemetry")).len() as f64;
+    assert!(published >= last["augur_agent_delivered_total"], "{published} records, {last:?}");
+}
