@@ -452,6 +452,19 @@ fn container_flags_and_env_exist_in_the_augur_command() -> anyhow::Result<()> {
                         failures.push(format!("{}: augur {command} has no flag {flag}", path.display()));
                     }
                     checked += 1;
+                    // augur refuses a pass-through property that one of its own
+                    // settings, given here by env, sets too.
+                    if let Some(property) = arg.strip_prefix("--librdkafka=").and_then(|kv| kv.split('=').next()) {
+                        for s in augur::kafka::security::SETTINGS {
+                            if s.properties.contains(&property) && env.contains_key(s.env) {
+                                failures.push(format!(
+                                    "{}: {arg} and env {} both set {property}",
+                                    path.display(),
+                                    s.env
+                                ));
+                            }
+                        }
+                    }
                     // $(VAR) is expanded by Kubernetes from the container's env.
                     for var in arg.split("$(").skip(1).filter_map(|s| s.split(')').next()) {
                         match env.get_mut(var) {

@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -249,13 +249,30 @@ pub async fn run(args: Args, shutdown: CancellationToken, out: &mut impl Write) 
 
 /// Epoch milliseconds, or RFC 3339 in UTC.
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    let bad = || format!("{s:?} is not epoch milliseconds or an RFC 3339 time like 2024-05-01T12:00:00Z");
+    parse_time_at(s, SystemTime::now())
+}
+
+/// [`parse_time`] with the command's start as `now`: epoch milliseconds, RFC 3339, or
+/// a time relative to `now` (`now`, `now-24h`, or `-24h`), so that a scheduled job can
+/// say "the last day" without computing dates.
+pub fn parse_time_at(s: &str, now: SystemTime) -> Result<i64, String> {
+    let bad = || {
+        format!("{s:?} is not epoch milliseconds, an RFC 3339 time like 2024-05-01T12:00:00Z, or relative to now like now-24h or -24h")
+    };
+    let s = s.trim();
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_millis()).ok());
+    if let Some(ago) = s.strip_prefix("now").map(str::trim_start).or(Some(s)).and_then(|r| r.strip_prefix('-')) {
+        let ago = humantime::parse_duration(ago.trim()).map_err(|e| format!("{}: {e}", bad()))?;
+        return now.checked_sub(ago).and_then(ms).ok_or_else(bad);
+    }
+    if s == "now" {
+        return ms(now).ok_or_else(bad);
+    }
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse::<i64>().map_err(|_| bad());
     }
     let t = humantime::parse_rfc3339_weak(s).map_err(|_| bad())?;
-    let ms = t.duration_since(UNIX_EPOCH).map_err(|_| bad())?.as_millis();
-    i64::try_from(ms).map_err(|_| bad())
+    ms(t).ok_or_else(bad)
 }
 
 /// A duration like `10m 40s` or `3m`, in milliseconds.

@@ -12,6 +12,7 @@
 
 pub mod check;
 mod fit;
+mod metrics;
 pub mod promote;
 pub mod replay;
 pub mod score;
@@ -64,6 +65,8 @@ pub enum TrainError {
     Replay(String),
     #[error(transparent)]
     Connect(#[from] crate::kafka::ConnectError),
+    #[error(transparent)]
+    Observe(#[from] crate::observe::ObserveError),
     #[error("interrupted")]
     Interrupted,
     #[error("a training thread panicked")]
@@ -99,10 +102,12 @@ pub struct Args {
     /// metric and becomes a feature of the model.
     #[arg(long, value_name = "FILE", value_parser = parse_input_file)]
     pub csv: Option<PathBuf>,
-    /// Start of the replayed range (with --brokers): epoch ms or RFC 3339.
+    /// Start of the replayed range (with --brokers): epoch ms, RFC 3339, or relative to
+    /// the start of the command, e.g. `-24h`.
     #[arg(long, value_name = "T", requires = "brokers", value_parser = crate::signatures::parse_time)]
     pub from: Option<i64>,
-    /// End (exclusive) of the replayed range (with --brokers): epoch ms or RFC 3339.
+    /// End (exclusive) of the replayed range (with --brokers): epoch ms, RFC 3339, or
+    /// relative to the start of the command (`now`, `-1h`).
     #[arg(long, value_name = "T", requires = "brokers", value_parser = crate::signatures::parse_time)]
     pub to: Option<i64>,
     /// With --brokers: retrain on this schedule, each time on the same span of event
@@ -117,6 +122,10 @@ pub struct Args {
     /// when they pass the promotion gate.
     #[arg(long)]
     pub no_promote: bool,
+    /// With --brokers: serve `/metrics` (`augur_train_*`), `/healthz` and `/readyz`
+    /// (ready once a replay has read the cluster) on this address. [default: not served]
+    #[arg(long, env = "AUGUR_METRICS_ADDR", value_name = "ADDR", requires = "brokers")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub kafka: crate::kafka::KafkaArgs,
     /// Application type: with --simulate, train only this one; with --csv, the type
@@ -263,12 +272,16 @@ async fn run_replayed(args: Args, shutdown: CancellationToken) -> Result<Vec<Tra
     if args.every.is_some() && args.model_version.is_some() {
         return Err(TrainError::Settings("--every writes a new version each time: drop --model-version".to_owned()));
     }
+    let metrics = metrics::Metrics::default();
+    let readiness = crate::observe::Readiness::default();
+    crate::observe::serve_if(args.metrics_addr, |r| metrics.register(r), &readiness, &shutdown).await?;
     let cluster = crate::kafka::Cluster::open(&args.kafka.config())?;
     let window = window_of(&args);
     let margin_ms = args.alert_margin.as_millis() as i64;
     let started = std::time::Instant::now();
     let mut written = Vec::new();
     loop {
+        let round = std::time::Instant::now();
         let shift = started.elapsed().as_millis() as i64;
         let (f, t) = (from + shift, to + shift);
         let (config, w) = (cluster.client_config(), window.clone());
@@ -279,6 +292,7 @@ async fn run_replayed(args: Args, shutdown: CancellationToken) -> Result<Vec<Tra
                 .await
                 .map_err(|_| TrainError::Poisoned)??;
         tracing::info!(?stats, from = f, to = t, "telemetry replayed");
+        readiness.set(true);
         if let Some(app) = &args.app_type {
             datasets.retain(|d| &d.app_type == app);
             if datasets.is_empty() {
@@ -300,9 +314,13 @@ async fn run_replayed(args: Args, shutdown: CancellationToken) -> Result<Vec<Tra
                 trained.announced = true;
             }
             tracing::info!(app_type = %data.app_type, dir = %dir.display(), ?gate, announced = trained.announced, "model written");
+            metrics.gated(&gate, trained.announced, trained.train_windows);
             trained.gate = Some(gate);
             written.push(trained);
         }
+        metrics.rounds.inc();
+        metrics.round_seconds.observe(round.elapsed().as_secs_f64());
+        metrics.last_success_seconds.set(crate::agent::epoch_ms(SystemTime::now()) / 1000);
         let Some(every) = args.every else { break };
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -35,27 +35,43 @@ fn train_replays_telemetry_announces_a_model_and_a_running_detector_swaps_to_it(
         scrape(&metrics)
     );
 
-    // Train the web model on those three hours, replayed from the broker.
+    // Train the web model on those three hours, replayed from the broker, by a trainer
+    // that would retrain every hour and serves its own metrics meanwhile.
     let out = tempfile::tempdir().unwrap();
-    let trained = common::run_ok(common::augur().args([
-        "train",
-        "--brokers",
-        bootstrap,
-        "--topic-prefix",
-        &prefix,
-        "--from",
-        &start.to_string(),
-        "--to",
-        &(start + 3 * HOUR).to_string(),
-        "--app-type",
-        "web",
-        "--epochs",
-        "4",
-        "--model-version",
-        "replayed-1",
-        "--out",
-        out.path().to_str().unwrap(),
-    ]));
+    let trainer_metrics = format!("127.0.0.1:{}", common::free_port());
+    let trainer = common::augur()
+        .args(["train", "--brokers", bootstrap, "--topic-prefix", &prefix])
+        .args(["--from", &start.to_string(), "--to", &(start + 3 * HOUR).to_string()])
+        .args(["--app-type", "web", "--epochs", "4", "--every", "1h", "--metrics-addr", &trainer_metrics])
+        .args(["--out", out.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start augur train");
+    let mut trainer = crate::detect::Running(Some(trainer));
+    let began = Instant::now();
+    let round = loop {
+        let m = common::scrape(&trainer_metrics);
+        if m.get("augur_train_rounds_total").is_some_and(|&n| n >= 1.0) {
+            break m;
+        }
+        assert!(began.elapsed() < Duration::from_secs(900), "no training round completed: {m:?}");
+        if let Some(status) = trainer.child().try_wait().unwrap() {
+            panic!("the trainer exited with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(200)); // polling a condition, with a deadline
+    };
+    assert_eq!(round["augur_train_models_written_total"], 1.0, "{round:?}");
+    assert_eq!(round["augur_train_models_promoted_total"], 1.0, "nothing was announced before: {round:?}");
+    assert_eq!(round["augur_train_models_held_back_total"], 0.0, "{round:?}");
+    assert!(round["augur_train_windows_total"] > 100.0, "{round:?}");
+    assert!(round[r#"augur_train_candidate_error{app_type="web"}"#] > 0.0, "{round:?}");
+    assert_eq!(common::http_get(&trainer_metrics, "/readyz").map(|(s, _)| s), Some(200));
+    // SIGTERM between rounds ends the schedule; the models written are printed.
+    let child = trainer.0.take().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let trained = child.wait_with_output().unwrap();
+    assert!(trained.status.success(), "the trainer exited with {} after SIGTERM", trained.status);
     let line = String::from_utf8(trained.stdout).unwrap();
     let report: serde_json::Value = serde_json::from_str(line.lines().last().expect("one line per model")).unwrap();
     assert_eq!(report["app_type"], "web", "{report}");
@@ -93,9 +109,10 @@ fn train_replays_telemetry_announces_a_model_and_a_running_detector_swaps_to_it(
     assert!(seen * 2 >= leads.len(), "most failures cross 70 before they happen: {leads:?}");
 
     // The running detector loads the announcement between two batches.
-    let wanted = r#"augur_detect_model{app_type="web",version="replayed-1"} 1"#;
+    let version = std::path::Path::new(report["dir"].as_str().unwrap()).file_name().unwrap().to_str().unwrap();
+    let wanted = format!(r#"augur_detect_model{{app_type="web",version="{version}"}} 1"#);
     let began = Instant::now();
-    while !scrape(&metrics).contains(wanted) {
+    while !scrape(&metrics).contains(&wanted) {
         assert!(began.elapsed() < Duration::from_secs(60), "the detector did not swap:\n{}", scrape(&metrics));
         if let Some(status) = d.child().try_wait().unwrap() {
             panic!("the detector exited with {status}");
@@ -136,7 +153,7 @@ fn train_replays_telemetry_announces_a_model_and_a_running_detector_swaps_to_it(
     let after: Vec<_> = all.iter().filter(judged).filter(|a| a.window_end_ms > start + 3 * HOUR + 600_000).collect();
     assert!(!after.is_empty(), "the last hour of web telemetry raised no judged alert");
     for a in &after {
-        assert_eq!(a.model_version.as_deref(), Some("replayed-1"), "{a:?}");
+        assert_eq!(a.model_version.as_deref(), Some(version), "{a:?}");
     }
     for a in all.iter().filter(judged).filter(|a| a.window_end_ms <= start + 3 * HOUR) {
         assert_eq!(a.model_version.as_deref(), Some("1"), "before the promotion, the shipped model: {a:?}");

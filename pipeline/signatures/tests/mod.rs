@@ -116,6 +116,24 @@ fn times_and_durations_on_the_command_line() {
 }
 
 #[test]
+fn times_relative_to_the_start_of_the_command() {
+    use super::cli::parse_time_at;
+    use std::time::{Duration, UNIX_EPOCH};
+    let now = UNIX_EPOCH + Duration::from_millis(1_714_521_600_000);
+    assert_eq!(parse_time_at("now", now), Ok(1_714_521_600_000));
+    assert_eq!(parse_time_at("now-24h", now), Ok(1_714_521_600_000 - 86_400_000));
+    assert_eq!(parse_time_at("now - 90m", now), Ok(1_714_521_600_000 - 5_400_000));
+    assert_eq!(parse_time_at("-1d 2h", now), Ok(1_714_521_600_000 - 93_600_000));
+    // Absolute times do not depend on now.
+    assert_eq!(parse_time_at("2024-05-01T00:00:00Z", UNIX_EPOCH), Ok(1_714_521_600_000));
+    for bad in ["-24", "now+1h", "now-", "-", "nowish"] {
+        let error = parse_time_at(bad, now).unwrap_err();
+        assert!(error.contains("now-24h"), "{bad}: {error}");
+    }
+    assert!(parse_time_at("-1000000000000d", now).is_err(), "before the epoch");
+}
+
+#[test]
 fn extract_defaults_are_the_detectors_window() {
     use clap::Parser;
     #[derive(Parser)]
