@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -29,7 +30,31 @@ struct AccessContext {
     refusal: Mutex<Option<(Refusal, String)>>,
 }
 
+impl AccessContext {
+    fn refuse(&self, refusal: Refusal, reason: &str) {
+        if let Ok(mut slot) = self.refusal.lock() {
+            slot.get_or_insert((refusal, reason.to_owned()));
+        }
+    }
+}
+
 impl ClientContext for AccessContext {
+    /// A broker that requires a client certificate and got none (or one it does not
+    /// trust) completes the TLS 1.3 handshake and then sends an alert: librdkafka sees
+    /// a failed receive, reports it as a transport failure only once every broker is
+    /// down, and logs it at once. The log line is where the refusal shows in time.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "FAIL" && (log_message.contains("SSL alert") || log_message.contains("SSL handshake failed")) {
+            self.refuse(Refusal::Tls, log_message);
+        }
+        match level {
+            RDKafkaLogLevel::Debug => tracing::debug!(fac, "librdkafka: {log_message}"),
+            RDKafkaLogLevel::Info | RDKafkaLogLevel::Notice => tracing::info!(fac, "librdkafka: {log_message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(fac, "librdkafka: {log_message}"),
+            _ => tracing::error!(fac, "librdkafka: {log_message}"),
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let refusal = match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::Authentication) => Refusal::Authentication,
@@ -39,9 +64,7 @@ impl ClientContext for AccessContext {
                 return;
             }
         };
-        if let Ok(mut slot) = self.refusal.lock() {
-            slot.get_or_insert((refusal, reason.to_owned()));
-        }
+        self.refuse(refusal, reason);
     }
 }
 

@@ -68,6 +68,67 @@ pub fn scram_broker() -> &'static ScramBroker {
     })
 }
 
+/// A broker of its own with a TLS listener that requires a client certificate, for the
+/// security tests, and the certificates to reach it (all in `certs`):
+/// - `ca.pem`: the authority that signed the broker's and the client's certificates;
+/// - `client.crt`, `client.key`: a certificate the broker accepts;
+/// - `stranger.crt`, `stranger.key`: one signed by another authority (`other-ca.pem`).
+pub struct TlsBroker {
+    /// The SSL listener.
+    pub ssl: String,
+    pub certs: PathBuf,
+}
+
+/// The run's TLS broker, started on first use with certificates made for it.
+pub fn tls_broker() -> &'static TlsBroker {
+    static BROKER: OnceLock<TlsBroker> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("augur-test-kafka-tls-{}", std::process::id()));
+        // Inside the run directory: the broker's watchdog removes both together.
+        let certs = dir.join("certs");
+        write_certificates(&certs).unwrap_or_else(|e| panic!("cannot make test certificates in {certs:?}: {e}"));
+        let lines = start_broker(&dir, &["--tls", certs.to_str().expect("a UTF-8 temp dir")]);
+        let ssl = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("SSL="))
+            .unwrap_or_else(|| panic!("scripts/kafka start --tls printed no SSL address: {lines:?}"))
+            .to_owned();
+        TlsBroker { ssl, certs }
+    })
+}
+
+/// A certificate authority, the broker's certificate for 127.0.0.1, a client's, and a
+/// stranger's from another authority: PEM files the broker and librdkafka read.
+fn write_certificates(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    std::fs::create_dir_all(dir)?;
+    let authority = |name: &str| -> Result<_, rcgen::Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate()?;
+        Ok((params.self_signed(&key)?, key))
+    };
+    let (ca, ca_key) = authority("augur test authority")?;
+    let (other, other_key) = authority("another authority")?;
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text);
+    let issue = |names: Vec<String>, common: &str, by: &rcgen::Certificate, by_key: &KeyPair, base: &str| {
+        let mut params = CertificateParams::new(names)?;
+        params.distinguished_name.push(DnType::CommonName, common);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, by, by_key)?;
+        write(&format!("{base}.crt"), cert.pem())?;
+        write(&format!("{base}.key"), key.serialize_pem())?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    write("ca.pem", ca.pem())?;
+    write("other-ca.pem", other.pem())?;
+    issue(vec!["127.0.0.1".into(), "localhost".into()], "127.0.0.1", &ca, &ca_key, "broker")?;
+    issue(vec![], "augur-client", &ca, &ca_key, "client")?;
+    issue(vec![], "stranger", &other, &other_key, "stranger")?;
+    Ok(())
+}
+
 /// Runs `scripts/kafka start` for a broker in `dir` watched by this process; returns the
 /// lines it printed, the bootstrap address last. Fails the test with the reason when
 /// the broker cannot start.

@@ -1,6 +1,8 @@
-//! SASL/SCRAM against a real broker (its own, with a SASL_PLAINTEXT listener): the right
-//! credentials produce and read back, a wrong password is refused at once with an error
-//! that names authentication, and no password reaches the output.
+//! SASL/SCRAM and TLS against real brokers (their own, with a SASL_PLAINTEXT listener and
+//! with a TLS listener that requires client certificates): the right credentials or
+//! certificates produce and read back; a wrong password, a missing or untrusted client
+//! certificate, or an untrusted broker is refused at once with an error that names
+//! authentication or the TLS handshake; and no password reaches the output.
 
 use std::process::{Command, Output};
 use std::sync::mpsc;
@@ -53,11 +55,28 @@ async fn publish(cluster: &Cluster, record: &TelemetrySample) -> String {
     cluster
         .ensure_topics(&[TopicSpec { name: topic.clone(), partitions: 1, retention: Retention::Log }])
         .await
-        .unwrap_or_else(|e| panic!("creating {topic} over SASL: {e}"));
+        .unwrap_or_else(|e| panic!("creating {topic}: {e}"));
     let mut publisher = Publisher::<TelemetrySample>::new(&cluster.producer_config(), topic.clone()).unwrap();
     publisher.publish(&record.instance_id, record, record.timestamp_ms).await.unwrap();
-    assert_eq!(publisher.flush(Duration::from_secs(30)).await.unwrap(), 1, "not delivered over SASL");
+    assert_eq!(publisher.flush(Duration::from_secs(30)).await.unwrap(), 1, "not delivered");
     topic
+}
+
+/// Every record of `topic`, read over `cluster`'s connection settings.
+async fn read_back(cluster: &Cluster, topic: String) -> Vec<TelemetrySample> {
+    let reader_config = cluster.client_config();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut payloads = Vec::new();
+        reader::read_to_end(&reader_config, &topic, Start::Beginning, |m| {
+            payloads.push(rdkafka::Message::payload(m).map(<[u8]>::to_vec))
+        })
+        .map(|_| payloads)
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("reading back: {e}"));
+    let codec = augur::codec::Codec::<TelemetrySample>::new();
+    read.iter().map(|p| codec.decode(p.as_deref().expect("a payload")).expect("a telemetry record")).collect()
 }
 
 /// Runs `cmd` to completion, failing the test if it takes longer than `GUARD`.
@@ -101,21 +120,7 @@ async fn right_credentials_produce_and_read_back_with_both_scram_mechanisms() {
             .unwrap_or_else(|e| panic!("{mechanism:?} with the right password: {e}"));
         let record = sample(&format!("web-{mechanism:?}"));
         let topic = publish(&cluster, &record).await;
-
-        let reader_config = cluster.client_config();
-        let read = tokio::task::spawn_blocking(move || {
-            let mut payloads = Vec::new();
-            reader::read_to_end(&reader_config, &topic, Start::Beginning, |m| {
-                payloads.push(rdkafka::Message::payload(m).map(<[u8]>::to_vec))
-            })
-            .map(|_| payloads)
-        })
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{mechanism:?}: reading back over SASL: {e}"));
-        assert_eq!(read.len(), 1);
-        let decoded = augur::codec::Codec::<TelemetrySample>::new().decode(read[0].as_deref().unwrap()).unwrap();
-        assert_eq!(decoded, record, "{mechanism:?}: read back something else");
+        assert_eq!(read_back(&cluster, topic).await, [record], "{mechanism:?}: read back something else");
     }
 }
 
@@ -179,4 +184,53 @@ async fn the_cli_reads_with_the_right_password_and_fails_fast_with_a_wrong_one_n
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("SASL authentication failed"), "{stderr}");
     assert!(!stderr.contains(wrong), "the password is in the output:\n{stderr}");
+}
+
+fn tls_config(ca: &str, client: Option<&str>, prefix: &str) -> KafkaConfig {
+    let broker = common::tls_broker();
+    let certs = &broker.certs;
+    KafkaConfig {
+        brokers: Some(broker.ssl.clone()),
+        topic_prefix: prefix.to_owned(),
+        security: KafkaSecurity {
+            security_protocol: Some(SecurityProtocol::Ssl),
+            ssl_ca_file: Some(certs.join(ca)),
+            ssl_cert_file: client.map(|name| certs.join(format!("{name}.crt"))),
+            ssl_key_file: client.map(|name| certs.join(format!("{name}.key"))),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_client_certificate_produces_and_reads_back_over_tls() {
+    let prefix = common::unique("tls");
+    let cluster = Cluster::open(&tls_config("ca.pem", Some("client"), &prefix))
+        .unwrap_or_else(|e| panic!("TLS with a trusted client certificate: {e}"));
+    let record = sample("web-tls");
+    let topic = publish(&cluster, &record).await;
+    assert_eq!(read_back(&cluster, topic).await, [record], "read back something else over TLS");
+}
+
+#[test]
+fn tls_refusals_fail_at_once_naming_the_handshake() {
+    let broker = common::tls_broker();
+    for (ca, client, what) in [
+        ("ca.pem", None, "no client certificate"),
+        ("ca.pem", Some("stranger"), "a client certificate of another authority"),
+        ("other-ca.pem", Some("client"), "a broker certificate this client does not trust"),
+    ] {
+        let config = tls_config(ca, client, &common::unique("tls"));
+        let started = std::time::Instant::now();
+        match bounded(move || Cluster::open(&config).map(|_| ())) {
+            Err(ConnectError::Tls { brokers, reason }) => {
+                assert_eq!(brokers, broker.ssl);
+                assert!(reason.contains("SSL"), "{what}: {reason}");
+            }
+            other => panic!("{what}: expected a TLS refusal, got {other:?}"),
+        }
+        // Not a timeout in disguise: the check gives up on a silent broker after 10 s.
+        assert!(started.elapsed() < Duration::from_secs(10), "{what}: refused only after {:?}", started.elapsed());
+    }
 }
