@@ -48,6 +48,13 @@ pub struct Metrics {
     pub model: Family<ModelLabels, Gauge>,
     /// Time to judge one batch (decode, windows, scoring, matching), seconds.
     pub batch_seconds: Histogram,
+    /// Time the anomaly model takes to score one app type's windows of a batch, seconds.
+    pub scoring_seconds: Histogram,
+}
+
+/// 10 µs (one window) to about 20 s (thousands of windows on a slow core).
+pub fn scoring_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-5, 2.0, 21))
 }
 
 impl Default for Metrics {
@@ -72,6 +79,7 @@ impl Default for Metrics {
             model: Family::default(),
             // 100 µs to about 3 s: a batch of one record to a full batch on a slow core.
             batch_seconds: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
+            scoring_seconds: scoring_histogram(),
         }
     }
 }
@@ -117,6 +125,11 @@ impl Metrics {
         );
         r.register("augur_detect_model", "1 for the anomaly model version serving each app type", self.model.clone());
         r.register("augur_detect_batch_seconds", "Time to judge one batch", self.batch_seconds.clone());
+        r.register(
+            "augur_detect_scoring_seconds",
+            "Time the anomaly model takes to score one app type's windows of a batch",
+            self.scoring_seconds.clone(),
+        );
     }
 
     /// Adds the counters of one partition's share of a committed batch.

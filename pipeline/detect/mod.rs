@@ -215,6 +215,7 @@ pub async fn run_on(
         max_future_ms: args.max_future.as_millis() as i64,
         liveness,
         policies,
+        scoring_seconds: metrics.scoring_seconds.clone(),
     });
     let tuned = TunedTable::follow(cluster, shutdown.clone()).await.map_err(|e| DetectError::Tuned(e.to_string()))?;
     let judges = Arc::new(Tables {

@@ -85,6 +85,8 @@ pub struct Shared {
     pub liveness: LivenessConfig,
     /// Turns alerts into adjustments.
     pub policies: Policies,
+    /// Time the anomaly model takes to score one batch of one app type's windows.
+    pub scoring_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// What windows are judged by: the signature matcher, the anomaly models and the
@@ -216,7 +218,10 @@ impl PartitionState {
             let Some(model) = judge.models.get(app) else { continue };
             let version: Arc<str> = Arc::from(model.metadata().version.as_str());
             let windows: Vec<&[f64]> = idx.iter().map(|&i| pending[i].0.values.as_slice()).collect();
-            for (&i, score) in idx.iter().zip(model.score(&windows)) {
+            let began = std::time::Instant::now();
+            let scored = model.score(&windows);
+            shared.scoring_seconds.observe(began.elapsed().as_secs_f64());
+            for (&i, score) in idx.iter().zip(scored) {
                 scores[i] = score.map(|s| (s, version.clone()));
             }
         }

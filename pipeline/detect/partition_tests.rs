@@ -68,6 +68,7 @@ pub(crate) fn detector(signatures: &[FailureSignature], tuning: Tuning) -> (Shar
         max_future_ms: 120_000,
         liveness,
         policies: Policies::shipped().expect("the shipped policies"),
+        scoring_seconds: crate::detect::metrics::scoring_histogram(),
     };
     (shared, judge)
 }

@@ -61,6 +61,8 @@ fn detector_metrics_follow_the_work_and_readyz_waits_for_the_window_rebuild() {
         "{last:?}"
     );
     assert!(value(&last, "augur_detect_rebalances_total") >= 1.0, "{last:?}");
+    assert!(value(&last, "augur_detect_scoring_seconds_count") > 0.0, "the model scored no batch: {last:?}");
+    assert!(value(&last, "augur_detect_batch_seconds_count") > 0.0, "{last:?}");
     assert_eq!(value(&last, "augur_detect_replayed_records_total"), 0.0, "nothing was committed before a");
     a.terminate();
 
