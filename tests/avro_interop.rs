@@ -139,6 +139,7 @@ fn fastavro_decodes_every_record_type_from_the_schema_files_alone() {
                 trained_to_ms: 1_795_000_000_000,
                 validation: BTreeMap::from([("p99_normal_score".into(), 12.0)]),
                 created_ms: 1_795_000_000_500,
+                effective_from_ms: 1_795_000_060_000,
             },
             &mut file,
         ),

@@ -272,6 +272,8 @@ pub struct ModelAnnouncement {
     pub trained_to_ms: i64,
     pub validation: BTreeMap<String, f64>,
     pub created_ms: i64,
+    /// Event time from which windows are scored with this model (window end ≥ it).
+    pub effective_from_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

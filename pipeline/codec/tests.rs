@@ -156,6 +156,7 @@ fn every_shipped_schema_round_trips_a_record() {
         trained_to_ms: 2,
         validation: BTreeMap::from([("loss".into(), 0.01)]),
         created_ms: 3,
+        effective_from_ms: 4,
     };
     let c = Codec::<ModelAnnouncement>::new();
     assert_eq!(c.decode(&c.encode(&model).unwrap()).unwrap(), model);

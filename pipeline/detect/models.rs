@@ -9,8 +9,12 @@
 //! the announced SHA-256, its metadata the announced app type and version, and it must
 //! expect the detector's window (features, points, step); a model that fails any of
 //! these is refused with the reason, logged as an error, and the model that served
-//! keeps serving. A swap takes effect between two batches, so no record is scored
-//! half by one model and half by another, and none is lost or read twice.
+//! keeps serving. A promoted model scores the windows that end at or after its
+//! announced `effective_from_ms` (event time), earlier windows keep the model before
+//! it: which model judges a window depends on the window alone, not on when a replica
+//! read the announcement, so replicas and replays after a crash agree. The trainer sets
+//! that time past the newest telemetry, so running detectors read the announcement
+//! before their windows get there.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,15 +65,38 @@ impl From<ModelError> for RefusedModel {
     }
 }
 
-/// The models in use, by application type.
+/// Models kept per application type: the newest and those it replaced, for windows
+/// that end before the newer ones took effect (a replay's, a lagging partition's).
+const KEPT_PER_APP: usize = 3;
+
+/// The models in use, by application type: each a schedule of models by the event
+/// time they score from, oldest first.
 #[derive(Debug, Clone, Default)]
 pub struct ModelSet {
-    by_app: BTreeMap<String, Arc<AnomalyModel>>,
+    by_app: BTreeMap<String, Vec<(i64, Arc<AnomalyModel>)>>,
 }
 
 impl ModelSet {
+    /// The newest model of `app_type`: the one for windows from now on.
     pub fn get(&self, app_type: &str) -> Option<&Arc<AnomalyModel>> {
-        self.by_app.get(app_type)
+        self.by_app.get(app_type).and_then(|s| s.last()).map(|(_, m)| m)
+    }
+
+    /// The model that scores a window of `app_type` ending at `end_ms`: the newest
+    /// one in effect by then, else the oldest kept.
+    pub fn at(&self, app_type: &str, end_ms: i64) -> Option<&Arc<AnomalyModel>> {
+        let schedule = self.by_app.get(app_type)?;
+        schedule.iter().rev().find(|(from, _)| *from <= end_ms).or(schedule.first()).map(|(_, m)| m)
+    }
+
+    /// Adds `model` for windows of its app type from `from_ms` on; a model that
+    /// took effect later is dropped (a re-announcement replaces it).
+    fn promote(&mut self, app_type: &str, from_ms: i64, model: Arc<AnomalyModel>) {
+        let schedule = self.by_app.entry(app_type.to_owned()).or_default();
+        schedule.retain(|(from, _)| *from < from_ms);
+        schedule.push((from_ms, model));
+        let excess = schedule.len().saturating_sub(KEPT_PER_APP);
+        schedule.drain(..excess);
     }
 
     /// `app_type/version` of every model, for logs.
@@ -77,9 +104,9 @@ impl ModelSet {
         self.app_versions().into_iter().map(|(app, v)| format!("{app}/{v}")).collect()
     }
 
-    /// (app type, version) of every model.
+    /// (app type, version) of the newest model of every app type.
     pub fn app_versions(&self) -> Vec<(String, String)> {
-        self.by_app.iter().map(|(app, m)| (app.clone(), m.metadata().version.clone())).collect()
+        self.by_app.keys().filter_map(|app| Some((app.clone(), self.get(app)?.metadata().version.clone()))).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -109,7 +136,7 @@ impl ModelSet {
             let Ok(dir) = artifact::latest_version(root, &app) else { continue };
             match AnomalyModel::load(&dir).and_then(|m| fits(m, window)) {
                 Ok(m) => {
-                    by_app.insert(app, Arc::new(m));
+                    by_app.insert(app, vec![(i64::MIN, Arc::new(m))]);
                 }
                 Err(error) => tracing::warn!(%error, app_type = %app, "shipped model not used"),
             }
@@ -190,8 +217,14 @@ impl Models {
             }
             match load_announced(a, &self.window) {
                 Ok(m) => {
-                    tracing::info!(app_type = %app, version = %a.version, uri = %a.uri, "model promoted; scoring with it");
-                    next.by_app.insert(app.clone(), Arc::new(m));
+                    tracing::info!(
+                        app_type = %app,
+                        version = %a.version,
+                        uri = %a.uri,
+                        effective_from_ms = a.effective_from_ms,
+                        "model promoted; windows ending from its effective time on are scored with it"
+                    );
+                    next.promote(app, a.effective_from_ms, Arc::new(m));
                 }
                 Err(error) => tracing::error!(
                     %error,
@@ -241,6 +274,7 @@ mod tests {
             trained_to_ms: 1,
             validation: BTreeMap::new(),
             created_ms: 1,
+            effective_from_ms: 0,
         }
     }
 
@@ -255,6 +289,37 @@ mod tests {
             assert!(Instant::now() < deadline, "the model table did not see version {}", a.version);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[test]
+    fn a_promoted_model_scores_windows_from_its_effective_time_and_earlier_ones_keep_the_model_before() {
+        let window = WindowConfig::default();
+        let mut set = ModelSet::shipped(&shipped_dir(), &window);
+        let shipped = set.get("web").expect("a shipped web model").metadata().version.clone();
+        let tmp = tempfile::tempdir().unwrap();
+        let model = |version: &str| {
+            let dir = tmp.path().join(version);
+            copy_web_model(&dir, version);
+            Arc::new(AnomalyModel::load(&dir).unwrap())
+        };
+        let at = |set: &ModelSet, end_ms: i64| set.at("web", end_ms).unwrap().metadata().version.clone();
+
+        set.promote("web", 1_000, model("a"));
+        assert_eq!((at(&set, 999), at(&set, 1_000)), (shipped.clone(), "a".to_owned()));
+        assert_eq!(set.get("web").unwrap().metadata().version, "a", "the newest serves new windows");
+        set.promote("web", 2_000, model("b"));
+        assert_eq!([at(&set, 0), at(&set, 1_999), at(&set, 2_000)], [shipped.as_str(), "a", "b"]);
+        assert!(set.app_versions().contains(&("web".to_owned(), "b".to_owned())), "{:?}", set.app_versions());
+
+        // A re-announcement effective earlier replaces what would have taken effect later.
+        set.promote("web", 1_500, model("c"));
+        assert_eq!([at(&set, 1_499), at(&set, 1_500), at(&set, 9_000)], ["a", "c", "c"]);
+
+        // Bounded: the oldest kept model judges windows older than every kept one.
+        set.promote("web", 3_000, model("d"));
+        set.promote("web", 4_000, model("e"));
+        assert_eq!([at(&set, 0), at(&set, 3_500), at(&set, 4_000)], ["c", "d", "e"]);
+        assert!(set.at("cache", 0).is_some() && set.at("no-such-app", 0).is_none());
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crate::codec::{Action, Adjustment, Alert, AlertKind, Codec, DeadLetter, TelemetrySample, WindowEvidence};
 use crate::detect::dtw::Dtw;
+use crate::detect::lstm::AnomalyModel;
 use crate::detect::lstm::WindowScore;
 use crate::detect::matcher::Matcher;
 use crate::detect::models::ModelSet;
@@ -210,12 +211,14 @@ impl PartitionState {
             return;
         }
         let mut scores: Vec<Option<(WindowScore, Arc<str>)>> = vec![None; pending.len()];
-        let mut by_app: HashMap<&str, Vec<usize>> = HashMap::new();
+        // One batch per model: the one in effect at each window's end.
+        let mut by_model: HashMap<*const AnomalyModel, (&Arc<AnomalyModel>, Vec<usize>)> = HashMap::new();
         for (i, (w, _)) in pending.iter().enumerate() {
-            by_app.entry(w.app_type.as_str()).or_default().push(i);
+            if let Some(model) = judge.models.at(&w.app_type, w.end_ms) {
+                by_model.entry(Arc::as_ptr(model)).or_insert_with(|| (model, Vec::new())).1.push(i);
+            }
         }
-        for (app, idx) in by_app {
-            let Some(model) = judge.models.get(app) else { continue };
+        for (model, idx) in by_model.into_values() {
             let version: Arc<str> = Arc::from(model.metadata().version.as_str());
             let windows: Vec<&[f64]> = idx.iter().map(|&i| pending[i].0.values.as_slice()).collect();
             let began = std::time::Instant::now();

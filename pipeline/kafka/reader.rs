@@ -45,6 +45,21 @@ pub enum Start {
     Time(i64),
     /// This offset (or the oldest retained, if that is later).
     Offset(i64),
+    /// This many offsets before the high watermark (a few more than records: the last
+    /// offsets may be transaction markers).
+    Tail(i64),
+}
+
+/// The newest record timestamp in `topic` (`None` for an empty topic): the event time
+/// its producers have reached. Blocking.
+pub fn latest_timestamp(config: &ClientConfig, topic: &str) -> Result<Option<i64>, ReadError> {
+    let mut latest = None;
+    read_to_end(config, topic, Start::Tail(16), |m| {
+        if let Some(t) = m.timestamp().to_millis() {
+            latest = Some(latest.map_or(t, |l: i64| l.max(t)));
+        }
+    })?;
+    Ok(latest)
 }
 
 /// Reads `topic` from `start` to the high watermarks as they are now, calling `each`
@@ -91,6 +106,7 @@ pub fn read_partition<C: rdkafka::consumer::ConsumerContext>(
     let from = match start {
         Start::Beginning => low,
         Start::Offset(o) => o.max(low),
+        Start::Tail(n) => (high - n).max(low),
         Start::Time(t) => {
             let mut query = TopicPartitionList::new();
             query.add_partition_offset(topic, partition, Offset::Offset(t)).map_err(err)?;

@@ -74,12 +74,23 @@ pub async fn gate(
     })
 }
 
-/// Announces the model written in `dir` on `<prefix>.models`.
+/// How far past the newest telemetry a promoted model takes effect: time for every
+/// running detector to read the announcement before its windows reach that event time.
+pub const SWAP_DELAY_MS: i64 = 60_000;
+
+/// Announces the model written in `dir` on `<prefix>.models`, in effect for windows
+/// that end [`SWAP_DELAY_MS`] after the newest telemetry record there is now (after
+/// the end of its training range if the topic holds nothing newer).
 pub async fn announce(cluster: &Cluster, model: &AnomalyModel, dir: &Path) -> Result<ModelAnnouncement, TrainError> {
     let weights = dir.join(artifact::WEIGHTS_FILE);
     let bytes = std::fs::read(&weights).map_err(|source| TrainError::Read { path: weights.clone(), source })?;
     let dir = std::fs::canonicalize(dir).map_err(|source| TrainError::Read { path: dir.to_owned(), source })?;
     let m = model.metadata();
+    let (config, telemetry) = (cluster.client_config(), cluster.topic::<crate::codec::TelemetrySample>());
+    let newest = tokio::task::spawn_blocking(move || crate::kafka::reader::latest_timestamp(&config, &telemetry))
+        .await
+        .map_err(|_| TrainError::Poisoned)?
+        .map_err(|e| TrainError::Replay(e.to_string()))?;
     let announcement = ModelAnnouncement {
         app_type: m.app_type.clone(),
         version: m.version.clone(),
@@ -93,6 +104,7 @@ pub async fn announce(cluster: &Cluster, model: &AnomalyModel, dir: &Path) -> Re
             ("at_most_30_share".to_owned(), m.validation.at_most_30_share),
         ]),
         created_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+        effective_from_ms: newest.unwrap_or(m.training.last_event_ms).max(m.training.last_event_ms) + SWAP_DELAY_MS,
     };
     ensure_topic::<ModelAnnouncement>(cluster).await.map_err(|e| TrainError::Replay(e.to_string()))?;
     let topic = cluster.topic::<ModelAnnouncement>();

@@ -225,6 +225,7 @@ impl Pool {
             trained_to_ms: self.i[1],
             validation: (0..self.count()).map(|k| (self.s[k % 8].clone(), self.f[k % 8])).collect::<BTreeMap<_, _>>(),
             created_ms: self.i[2],
+            effective_from_ms: self.i[3],
         }
     }
 
