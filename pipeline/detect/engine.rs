@@ -324,6 +324,7 @@ pub fn run(
                 "signature or model table changed"
             );
             config.metrics.models(&j.models);
+            warn_if_late(&consumer.context().judge.read().unwrap_or_else(|p| p.into_inner()), &j, consumer.context());
             *consumer.context().judge.write().unwrap_or_else(|p| p.into_inner()) = j;
         }
 
@@ -521,6 +522,28 @@ fn transact(
         }
     }
     txn::commit(producer, consumer.group_metadata(), offsets)
+}
+
+/// A model or tuned step that takes effect at an event time this replica's partitions
+/// have passed arrived late: windows judged since then kept the previous one, where a
+/// replay (after a crash, or by the replica that takes the partition over) applies the
+/// new one. Announcements and steps take effect ahead of the telemetry so that this
+/// does not happen; a replica far behind the others can still see it, and says so.
+fn warn_if_late(before: &Judge, after: &Judge, ctx: &Ctx) {
+    let newest = [after.models.earliest_new(&before.models), after.tuning.earliest_new_step(&before.tuning)]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(_, from)| *from);
+    let Some((what, from_ms)) = newest else { return };
+    let judged = lock(&ctx.states).values().filter_map(PartitionState::clock_ms).max();
+    if let Some(judged_to_ms) = judged.filter(|&t| t > from_ms) {
+        tracing::warn!(
+            what,
+            effective_from_ms = from_ms,
+            judged_to_ms,
+            "read after its effective time: windows judged since then kept the previous value, a replay would apply the new one"
+        );
+    }
 }
 
 /// After an abort: every owned partition is rebuilt from its committed offset and the

@@ -99,6 +99,21 @@ impl ModelSet {
         schedule.drain(..excess);
     }
 
+    /// The earliest effective time of a model this set has that `before` had not, as
+    /// (`app_type/version`, effective time).
+    pub fn earliest_new(&self, before: &ModelSet) -> Option<(String, i64)> {
+        self.by_app
+            .iter()
+            .flat_map(|(app, schedule)| {
+                let had = before.by_app.get(app).map_or(&[][..], |s| s.as_slice());
+                schedule
+                    .iter()
+                    .filter(move |(from, m)| !had.iter().any(|(f, h)| f == from && Arc::ptr_eq(h, m)))
+                    .map(move |(from, m)| (format!("{app}/{}", m.metadata().version), *from))
+            })
+            .min_by_key(|(_, from)| *from)
+    }
+
     /// `app_type/version` of every model, for logs.
     pub fn versions(&self) -> Vec<String> {
         self.app_versions().into_iter().map(|(app, v)| format!("{app}/{v}")).collect()
@@ -304,7 +319,10 @@ mod tests {
         };
         let at = |set: &ModelSet, end_ms: i64| set.at("web", end_ms).unwrap().metadata().version.clone();
 
+        let before = set.clone();
+        assert_eq!(set.earliest_new(&before), None);
         set.promote("web", 1_000, model("a"));
+        assert_eq!(set.earliest_new(&before), Some(("web/a".to_owned(), 1_000)));
         assert_eq!((at(&set, 999), at(&set, 1_000)), (shipped.clone(), "a".to_owned()));
         assert_eq!(set.get("web").unwrap().metadata().version, "a", "the newest serves new windows");
         set.promote("web", 2_000, model("b"));

@@ -126,6 +126,22 @@ impl Tuning {
         self.shifts.get(app_type).and_then(|v| v.stepped_at(at_ms)).unwrap_or(0.0)
     }
 
+    /// The earliest step this tuning has that `before` had not, as (key, effective
+    /// time): what a detector that swaps `before` for this one starts applying first.
+    pub fn earliest_new_step(&self, before: &Tuning) -> Option<(String, i64)> {
+        let old: HashMap<&str, &TunedValue> = before.values().map(|v| (v.key.as_str(), v)).collect();
+        self.values()
+            .flat_map(|v| {
+                let had = old.get(v.key.as_str()).map_or(&[][..], |o| o.steps.as_slice());
+                v.steps.iter().filter(move |s| !had.contains(s)).map(move |s| (v.key.clone(), s.from_ms))
+            })
+            .min_by_key(|(_, from_ms)| *from_ms)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &TunedValue> {
+        self.thresholds.values().chain(self.shifts.values()).chain(self.weights.values())
+    }
+
     /// The weight of an action of a strategy at `at_ms` (1 if never tuned).
     pub fn weight(&self, app_type: &str, strategy: &str, action: &str, at_ms: i64) -> f64 {
         if self.weights.is_empty() {
@@ -164,6 +180,17 @@ mod tests {
         assert_eq!(t.threshold("web/*/memory_leak", 99), None, "before its first step the signature's own holds");
         assert_eq!(t.threshold("web/*/cpu_saturation", 150), None);
         assert_eq!(t.shift("web", 150), 0.0);
+    }
+
+    #[test]
+    fn the_earliest_new_step_is_what_a_swap_starts_applying_first() {
+        let before = Tuning::new([value(&[(100, 0.85)])]);
+        assert_eq!(Tuning::new([value(&[(100, 0.85)])]).earliest_new_step(&before), None);
+        let mut shift = value(&[(150, 5.0)]);
+        shift.key = shift_key("web");
+        let after = Tuning::new([value(&[(100, 0.85), (300, 0.8)]), shift]);
+        assert_eq!(after.earliest_new_step(&before), Some((shift_key("web"), 150)));
+        assert_eq!(after.earliest_new_step(&Tuning::default()), Some((threshold_key("web/*/memory_leak"), 100)));
     }
 
     #[test]
