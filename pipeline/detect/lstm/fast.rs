@@ -10,15 +10,19 @@
 //! allocating its output and walking memory once; at 8 inputs × 32 hidden the
 //! arithmetic of a step is a few thousand multiply-adds, so the per-op overhead (an
 //! allocation, a dispatch, a pass over memory, ten times per step) dominates the
-//! arithmetic (`benches/lstm.rs` measures both paths side by side). Here one step is
-//! one pass: the input and the previous hidden state are
-//! laid side by side, `z = [x_t; h_{t−1}]`, and multiplied with the two weight matrices
-//! stacked and transposed (`(input + hidden) × 4·hidden`), so all four gates of a step
-//! come out of one loop whose accumulators stay in vector registers (a chunk of 64
-//! gates with AVX2, 128 with AVX-512: eight independent FMA chains, enough to cover the
-//! FMA latency); the gate nonlinearities and the cell update follow in one loop over
-//! the hidden units, with a branch-free `exp` the compiler vectorises. Weights of a
-//! layer (20 KB at the default shape) stay in L1 across the steps of a window.
+//! arithmetic (`benches/lstm.rs` measures both paths side by side). Here a tile of
+//! windows goes through a step together: per window the input and the previous hidden
+//! state are laid side by side, `z = [x_t; h_{t−1}]`, and the gate pre-activations of
+//! the whole tile are one matrix product `[tile × (input + hidden)] · [(input + hidden)
+//! × 4·hidden]` with the two weight matrices stacked and transposed, by the `gemm`
+//! crate (the kernels candle's own matmul uses, picked for the CPU at run time; a
+//! hand-written register-blocked kernel measured slower). The gate nonlinearities and
+//! the cell update follow in one loop over each window's contiguous hidden units, with
+//! a branch-free `exp` the compiler vectorises; the head is one product over every
+//! step of the tile at the end. Scratch buffers are reused across steps and tiles. The
+//! input projection is not hoisted out of the recurrence: for a tile it would be
+//! `points × tile × 4·hidden` floats (2 MB at the default shape), out of L2, for no
+//! fewer multiply-adds.
 
 use candle_core::Tensor;
 
@@ -134,7 +138,7 @@ impl Fused {
                 Isa::Avx512 => unsafe { tile_avx512(self, xt, points, ot, &mut s) },
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 => unsafe { tile_avx2(self, xt, points, ot, &mut s) },
-                _ => tile::<false>(self, xt, points, ot, &mut s),
+                _ => tile(self, xt, points, ot, &mut s),
             }
         }
     }
@@ -156,19 +160,20 @@ fn detect_isa() -> Isa {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f")]
 unsafe fn tile_avx512(m: &Fused, x: &[f32], points: usize, out: &mut [f32], s: &mut Scratch) {
-    tile::<true>(m, x, points, out, s)
+    tile(m, x, points, out, s)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2(m: &Fused, x: &[f32], points: usize, out: &mut [f32], s: &mut Scratch) {
-    tile::<true>(m, x, points, out, s)
+    tile(m, x, points, out, s)
 }
 
-/// Up to [`TILE`] windows through every layer and the head. `FMA` says whether fused
-/// multiply-adds are native (without them `mul_add` is a slow library call).
+/// Up to [`TILE`] windows through every layer and the head. Inlined into each
+/// instruction-set wrapper so that the cell update vectorises at that width (the
+/// matrix products pick their own kernels at run time).
 #[inline(always)]
-fn tile<const FMA: bool>(m: &Fused, x: &[f32], points: usize, out: &mut [f32], s: &mut Scratch) {
+fn tile(m: &Fused, x: &[f32], points: usize, out: &mut [f32], s: &mut Scratch) {
     let h = m.config.hidden;
     let input = m.config.input;
     let b = x.len() / (points * input);
@@ -201,19 +206,32 @@ fn tile<const FMA: bool>(m: &Fused, x: &[f32], points: usize, out: &mut [f32], s
         o.copy_from_slice(&m.head_b);
     }
     matmul(b * points, input, h, out, input, seq_a, h, &m.head_w, true);
-    let _ = FMA;
 }
 
 /// `dst (m × n) = [dst +] lhs (m × k) · rhs (k × n)`, all row-major with unit column
 /// stride and the given row strides (`rhs` contiguous).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, lhs: &[f32], lhs_rs: usize, rhs: &[f32], accumulate: bool) {
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    accumulate: bool,
+) {
     if m == 0 {
         return;
     }
     assert!(
-        n <= dst_rs && k <= lhs_rs && dst.len() >= (m - 1) * dst_rs + n && lhs.len() >= (m - 1) * lhs_rs + k && rhs.len() >= k * n,
+        n <= dst_rs
+            && k <= lhs_rs
+            && dst.len() >= (m - 1) * dst_rs + n
+            && lhs.len() >= (m - 1) * lhs_rs + k
+            && rhs.len() >= k * n,
         "matrix buffers of the wrong length"
     );
     // SAFETY: the assertion above keeps every element the strides reach inside its slice;
@@ -244,16 +262,14 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, lhs: &[f
 }
 
 /// The cell update of one window from its gate pre-activations and the bias:
-/// `c ← σ(f)·c + σ(i)·tanh(g)`, `h ← σ(o)·tanh(c)`; contiguous, so it vectorises.
+/// `c ← σ(f)·c + σ(i)·tanh(g)`, `h ← σ(o)·tanh(c)`. Every slice is cut to the same
+/// length first, so that the loop has no bounds checks and vectorises.
 #[inline(always)]
 fn cell(gates: &[f32], bias: &[f32], c: &mut [f32], h: &mut [f32]) {
     let n = c.len();
-    let (i, rest) = gates.split_at(n);
-    let (f, rest) = rest.split_at(n);
-    let (g, o) = rest.split_at(n);
-    let (bi, rest) = bias.split_at(n);
-    let (bf, rest) = rest.split_at(n);
-    let (bg, bo) = rest.split_at(n);
+    let (i, f, g, o) = (&gates[..n], &gates[n..2 * n], &gates[2 * n..3 * n], &gates[3 * n..4 * n]);
+    let (bi, bf, bg, bo) = (&bias[..n], &bias[n..2 * n], &bias[2 * n..3 * n], &bias[3 * n..4 * n]);
+    let h = &mut h[..n];
     for k in 0..n {
         let ck = sigmoid(f[k] + bf[k]) * c[k] + sigmoid(i[k] + bi[k]) * tanh(g[k] + bg[k]);
         c[k] = ck;
