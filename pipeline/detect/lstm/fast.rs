@@ -299,8 +299,13 @@ pub(crate) fn exp(x: f32) -> f32 {
     // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // The low mantissa bits of `shifted` hold `2²² + n`: adding the exponent bias and
+    // shifting them into the exponent field gives `2ⁿ` (`n` is within −126..=127 after the
+    // clamp). Integer operations only: a float-to-int cast would be done one value at a
+    // time (Rust's cast saturates and maps NaN to 0) and stop the loop vectorising.
+    p * f32::from_bits(shifted.to_bits().wrapping_add(127) << 23)
 }
