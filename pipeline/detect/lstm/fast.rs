@@ -10,15 +10,19 @@
 //! allocating its output and walking memory once; at 8 inputs × 32 hidden the
 //! arithmetic of a step is a few thousand multiply-adds, so the per-op overhead (an
 //! allocation, a dispatch, a pass over memory, ten times per step) dominates the
-//! arithmetic (`benches/lstm.rs` measures both paths side by side). Here one step is
-//! one pass: the input and the previous hidden state are
-//! laid side by side, `z = [x_t; h_{t−1}]`, and multiplied with the two weight matrices
-//! stacked and transposed (`(input + hidden) × 4·hidden`), so all four gates of a step
-//! come out of one loop whose accumulators stay in vector registers (a chunk of 64
-//! gates with AVX2, 128 with AVX-512: eight independent FMA chains, enough to cover the
-//! FMA latency); the gate nonlinearities and the cell update follow in one loop over
-//! the hidden units, with a branch-free `exp` the compiler vectorises. Weights of a
-//! layer (20 KB at the default shape) stay in L1 across the steps of a window.
+//! arithmetic (`benches/lstm.rs` measures both paths side by side). Here a tile of
+//! windows goes through a step together: per window the input and the previous hidden
+//! state are laid side by side, `z = [x_t; h_{t−1}]`, and the gate pre-activations of
+//! the whole tile are one matrix product `[tile × (input + hidden)] · [(input + hidden)
+//! × 4·hidden]` with the two weight matrices stacked and transposed, by the `gemm`
+//! crate (the kernels candle's own matmul uses, picked for the CPU at run time; a
+//! hand-written register-blocked kernel measured slower). The gate nonlinearities and
+//! the cell update follow in one loop over each window's contiguous hidden units, with
+//! a branch-free `exp` the compiler vectorises; the head is one product over every
+//! step of the tile at the end. Scratch buffers are reused across steps and tiles. The
+//! input projection is not hoisted out of the recurrence: for a tile it would be
+//! `points × tile × 4·hidden` floats (2 MB at the default shape), out of L2, for no
+//! fewer multiply-adds.
 
 use candle_core::Tensor;
 
@@ -54,15 +58,24 @@ pub struct Fused {
     isa: Isa,
 }
 
-/// Scratch space of one forward pass, reused across windows.
+/// Scratch space of one forward pass, reused across the tiles of a batch.
 #[derive(Debug, Default)]
 struct Scratch {
+    /// `tile × (in_dim + hidden)`: per window, `[x_t; h_{t−1}]`.
     z: Vec<f32>,
+    /// `tile × 4·hidden`: the gate pre-activations of a step, bias not yet added.
     gates: Vec<f32>,
+    /// `tile × hidden`: the cell states.
     c: Vec<f32>,
+    /// `tile × points × hidden`: a layer's outputs, window-major like the input.
     seq_a: Vec<f32>,
     seq_b: Vec<f32>,
 }
+
+/// Windows that go through the steps together. Enough rows for the matrix product of
+/// a step to run its kernel at full width; few enough that the working set of a step
+/// (weights, `z`, gates, cell states: about 70 KB at the default shape) stays in L2.
+const TILE: usize = 64;
 
 impl Fused {
     /// Lays out the tensors `get` returns by name ([`Config::tensors`]), which must
@@ -108,7 +121,9 @@ impl Fused {
     }
 
     /// Forecasts of `x` (`windows × points × input`, time-major, finite) into `out`
-    /// (same shape): row `t` of a window forecasts its row `t + 1`.
+    /// (same shape): row `t` of a window forecasts its row `t + 1`. Windows go through
+    /// in tiles of [`TILE`]; a window's forecasts do not depend on the others in the
+    /// batch (each output is summed in the same order whatever the batch).
     ///
     /// # Panics
     /// If `x` or `out` is not `windows × points × input` long.
@@ -116,14 +131,14 @@ impl Fused {
         let row = points * self.config.input;
         assert!(row > 0 && x.len() % row == 0 && out.len() == x.len(), "window buffers of the wrong length");
         let mut s = Scratch::default();
-        for (xw, ow) in x.chunks_exact(row).zip(out.chunks_exact_mut(row)) {
+        for (xt, ot) in x.chunks(TILE * row).zip(out.chunks_mut(TILE * row)) {
             match self.isa {
                 // SAFETY: the CPU has the features each kernel was compiled for (`detect_isa`).
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { window_avx512(self, xw, points, ow, &mut s) },
+                Isa::Avx512 => unsafe { tile_avx512(self, xt, points, ot, &mut s) },
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { window_avx2(self, xw, points, ow, &mut s) },
-                _ => window::<32, false>(self, xw, points, ow, &mut s),
+                Isa::Avx2 => unsafe { tile_avx2(self, xt, points, ot, &mut s) },
+                _ => tile(self, xt, points, ot, &mut s),
             }
         }
     }
@@ -144,103 +159,121 @@ fn detect_isa() -> Isa {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f")]
-unsafe fn window_avx512(m: &Fused, x: &[f32], points: usize, out: &mut [f32], s: &mut Scratch) {
-    window::<128, true>(m, x, points, out, s)
+unsafe fn tile_avx512(m: &Fused, x: &[f32], points: usize, out: &mut [f32], s: &mut Scratch) {
+    tile(m, x, points, out, s)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn window_avx2(m: &Fused, x: &[f32], points: usize, out: &mut [f32], s: &mut Scratch) {
-    window::<64, true>(m, x, points, out, s)
+unsafe fn tile_avx2(m: &Fused, x: &[f32], points: usize, out: &mut [f32], s: &mut Scratch) {
+    tile(m, x, points, out, s)
 }
 
-/// One window through every layer and the head. `CHUNK` gate units are accumulated
-/// at a time; `FMA` says whether fused multiply-adds are native (without them
-/// `mul_add` is a slow library call).
+/// Up to [`TILE`] windows through every layer and the head. Inlined into each
+/// instruction-set wrapper so that the cell update vectorises at that width (the
+/// matrix products pick their own kernels at run time).
 #[inline(always)]
-fn window<const CHUNK: usize, const FMA: bool>(m: &Fused, x: &[f32], points: usize, out: &mut [f32], s: &mut Scratch) {
+fn tile(m: &Fused, x: &[f32], points: usize, out: &mut [f32], s: &mut Scratch) {
     let h = m.config.hidden;
     let input = m.config.input;
-    s.seq_a.clear();
-    s.seq_a.extend_from_slice(x);
-    for layer in &m.layers {
+    let b = x.len() / (points * input);
+    let Scratch { z, gates, c, seq_a, seq_b } = s;
+    for (l, layer) in m.layers.iter().enumerate() {
         let in_dim = layer.in_dim;
-        s.z.clear();
-        s.z.resize(in_dim + h, 0.0);
-        s.gates.resize(4 * h, 0.0);
-        s.c.clear();
-        s.c.resize(h, 0.0);
-        s.seq_b.clear();
-        s.seq_b.resize(points * h, 0.0);
+        let zw = in_dim + h;
+        let seq_in: &[f32] = if l == 0 { x } else { seq_a };
+        z.clear();
+        z.resize(b * zw, 0.0);
+        gates.resize(b * 4 * h, 0.0);
+        c.clear();
+        c.resize(b * h, 0.0);
+        seq_b.resize(b * points * h, 0.0);
         for t in 0..points {
-            s.z[..in_dim].copy_from_slice(&s.seq_a[t * in_dim..(t + 1) * in_dim]);
-            gates::<CHUNK, FMA>(&s.z, &layer.w, &layer.b, &mut s.gates);
-            let (_, h_prev) = s.z.split_at_mut(in_dim);
-            cell(&s.gates, &mut s.c, h_prev);
-            s.seq_b[t * h..(t + 1) * h].copy_from_slice(h_prev);
+            for (w, zr) in z.chunks_exact_mut(zw).enumerate() {
+                let at = (w * points + t) * in_dim;
+                zr[..in_dim].copy_from_slice(&seq_in[at..at + in_dim]);
+            }
+            matmul(b, 4 * h, zw, gates, 4 * h, z, zw, &layer.w, false);
+            for w in 0..b {
+                let h_prev = &mut z[w * zw + in_dim..(w + 1) * zw];
+                cell(&gates[w * 4 * h..(w + 1) * 4 * h], &layer.b, &mut c[w * h..(w + 1) * h], h_prev);
+                seq_b[(w * points + t) * h..(w * points + t + 1) * h].copy_from_slice(h_prev);
+            }
         }
-        std::mem::swap(&mut s.seq_a, &mut s.seq_b);
+        std::mem::swap(seq_a, seq_b);
     }
-    for t in 0..points {
-        let o = &mut out[t * input..(t + 1) * input];
+    for o in out.chunks_exact_mut(input) {
         o.copy_from_slice(&m.head_b);
-        for (k, &hk) in s.seq_a[t * h..(t + 1) * h].iter().enumerate() {
-            let w = &m.head_w[k * input..(k + 1) * input];
-            for (ov, &wv) in o.iter_mut().zip(w) {
-                *ov = madd::<FMA>(hk, wv, *ov);
-            }
-        }
+    }
+    matmul(b * points, input, h, out, input, seq_a, h, &m.head_w, true);
+}
+
+/// `dst (m × n) = [dst +] lhs (m × k) · rhs (k × n)`, all row-major with unit column
+/// stride and the given row strides (`rhs` contiguous).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    accumulate: bool,
+) {
+    if m == 0 {
+        return;
+    }
+    assert!(
+        n <= dst_rs
+            && k <= lhs_rs
+            && dst.len() >= (m - 1) * dst_rs + n
+            && lhs.len() >= (m - 1) * lhs_rs + k
+            && rhs.len() >= k * n,
+        "matrix buffers of the wrong length"
+    );
+    // SAFETY: the assertion above keeps every element the strides reach inside its slice;
+    // `dst` is borrowed mutably, so it overlaps neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
     }
 }
 
+/// The cell update of one window from its gate pre-activations and the bias:
+/// `c ← σ(f)·c + σ(i)·tanh(g)`, `h ← σ(o)·tanh(c)`. Every slice is cut to the same
+/// length first, so that the loop has no bounds checks and vectorises.
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
-/// `out = b + zᵀ·w` over the `4·hidden` gate units, `CHUNK` units at a time so that
-/// the accumulators of a chunk live in registers through the loop over `z`.
-#[inline(always)]
-fn gates<const CHUNK: usize, const FMA: bool>(z: &[f32], w: &[f32], b: &[f32], out: &mut [f32]) {
-    let n = b.len();
-    let mut j = 0;
-    while j + CHUNK <= n {
-        let mut acc = [0f32; CHUNK];
-        acc.copy_from_slice(&b[j..j + CHUNK]);
-        for (k, &zk) in z.iter().enumerate() {
-            let row: &[f32; CHUNK] = w[k * n + j..k * n + j + CHUNK].try_into().expect("chunk of CHUNK");
-            for l in 0..CHUNK {
-                acc[l] = madd::<FMA>(zk, row[l], acc[l]);
-            }
-        }
-        out[j..j + CHUNK].copy_from_slice(&acc);
-        j += CHUNK;
-    }
-    for (jj, o) in out.iter_mut().enumerate().skip(j) {
-        let mut a = b[jj];
-        for (k, &zk) in z.iter().enumerate() {
-            a = madd::<FMA>(zk, w[k * n + jj], a);
-        }
-        *o = a;
-    }
-}
-
-/// The cell update from the gate pre-activations: `c ← σ(f)·c + σ(i)·tanh(g)`,
-/// `h ← σ(o)·tanh(c)`.
-#[inline(always)]
-fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
+fn cell(gates: &[f32], bias: &[f32], c: &mut [f32], h: &mut [f32]) {
     let n = c.len();
-    let (i, rest) = gates.split_at(n);
-    let (f, rest) = rest.split_at(n);
-    let (g, o) = rest.split_at(n);
+    let (i, f, g, o) = (&gates[..n], &gates[n..2 * n], &gates[2 * n..3 * n], &gates[3 * n..4 * n]);
+    let (bi, bf, bg, bo) = (&bias[..n], &bias[n..2 * n], &bias[2 * n..3 * n], &bias[3 * n..4 * n]);
+    let h = &mut h[..n];
     for k in 0..n {
-        let ck = sigmoid(f[k]) * c[k] + sigmoid(i[k]) * tanh(g[k]);
+        let ck = sigmoid(f[k] + bf[k]) * c[k] + sigmoid(i[k] + bi[k]) * tanh(g[k] + bg[k]);
         c[k] = ck;
-        h[k] = sigmoid(o[k]) * tanh(ck);
+        h[k] = sigmoid(o[k] + bo[k]) * tanh(ck);
     }
 }
 
@@ -266,8 +299,13 @@ pub(crate) fn exp(x: f32) -> f32 {
     // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // The low mantissa bits of `shifted` hold `2²² + n`: adding the exponent bias and
+    // shifting them into the exponent field gives `2ⁿ` (`n` is within −126..=127 after the
+    // clamp). Integer operations only: a float-to-int cast would be done one value at a
+    // time (Rust's cast saturates and maps NaN to 0) and stop the loop vectorising.
+    p * f32::from_bits(shifted.to_bits().wrapping_add(127) << 23)
 }

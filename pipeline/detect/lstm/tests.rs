@@ -113,6 +113,30 @@ fn fused_path_matches_candle_at_the_default_and_odd_shapes() {
 }
 
 #[test]
+fn batched_forecasts_equal_each_window_forecast_alone() {
+    // Batch sizes below, at and past a tile, one layer and two.
+    for layers in [1, 2] {
+        let config = Config { input: 8, hidden: 32, layers, score_steps: 8 };
+        let model = fused(config, &random_tensors(config, 21 + layers as u64));
+        let points = 64;
+        let row = points * config.input;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let x: Vec<f32> = (0..257 * row).map(|_| rng.random_range(-3.0..3.0)).collect();
+        let mut alone = vec![0f32; x.len()];
+        for (xw, ow) in x.chunks_exact(row).zip(alone.chunks_exact_mut(row)) {
+            model.forecast(xw, points, ow);
+        }
+        for batch in [1, 3, 64, 257] {
+            let mut got = vec![0f32; batch * row];
+            model.forecast(&x[..batch * row], points, &mut got);
+            for (w, (g, a)) in got.chunks_exact(row).zip(alone.chunks_exact(row)).enumerate() {
+                assert_eq!(g, a, "{layers} layer(s), batch {batch}: window {w} differs from its forecast alone");
+            }
+        }
+    }
+}
+
+#[test]
 fn fast_exp_is_accurate_over_the_range_the_gates_use() {
     let mut x = -80.0f32;
     while x < 80.0 {
