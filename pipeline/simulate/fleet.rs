@@ -18,7 +18,7 @@ use crate::codec::TelemetrySample;
 
 use super::model::{Model, Traits};
 use super::profile::{self, Profile};
-use super::scenario::{FailureKind, Scenario, Stress, Window};
+use super::scenario::{FailureKind, Load, Scenario, Stress, Window};
 
 /// Largest fleet one simulator runs.
 pub const MAX_INSTANCES: usize = 1_000_000;
@@ -429,7 +429,8 @@ impl Fleet {
                     // soon it fails.
                     let at = s.expected_failure_ms();
                     let (model, nominal) = (&inst.model, Resources::nominal(inst.profile));
-                    (s.stress(t, dt_s, inst.resources.migrated_fraction, || model.baseline(at, &nominal)), true)
+                    let load = Load::relative(&inst.resources, &nominal);
+                    (s.stress(t, dt_s, load, || model.baseline(at, &nominal)), true)
                 }
                 _ => (Stress::NONE, false),
             };

@@ -328,7 +328,7 @@ impl Model {
         let write =
             (io_demand - p.disk_read_per_request_bytes * served - compaction * p.disk_bandwidth_bytes) * throughput;
 
-        // Latency: queueing, backlog, disk waits, dependency, pauses.
+        // Latency: queueing, backlog, disk waits, the wait downstream, pauses.
         let q = rho.min(MAX_QUEUE_UTILISATION);
         let latency = p.service_s
             * self.traits.latency_scale

@@ -2,12 +2,35 @@
 //! and the condition on the telemetry that says it has failed.
 //!
 //! A scenario never writes its failure time down in advance. It pushes one physical
-//! cause (leaked bytes, a traffic surge, a slow dependency, failing requests, IO
-//! contention) harder as time passes, calibrated so that the untouched instance
-//! reaches its failure condition about `develop` after the onset; the failure is the
-//! first sample on which [`FailureKind::holds`] is true. Actuations that change the
-//! instance's resources therefore delay or avert the failure the way they would in a
-//! real fleet.
+//! cause (leaked bytes, a traffic surge, contention downstream, capacity lost to a
+//! fault, IO contention) harder as time passes, calibrated so that the untouched
+//! instance reaches its failure condition about `develop` after the onset; the failure
+//! is the first sample on which [`FailureKind::holds`] is true. Actuations that change
+//! the instance's resources therefore delay or avert the failure the way they would in
+//! a real fleet. How each cause meets the resources ([`Load`]: the instance's traffic
+//! and traffic per core, relative to the untouched instance):
+//!
+//! - a leak is bytes per second of the process: more memory buys time;
+//! - a surge is traffic (the model turns it into CPU demand and queueing): replicas,
+//!   shedding and CPU relieve it, and it levels off, so enough of them outlast it;
+//! - latency creep is contention on a downstream resource that requests hold while
+//!   they compute (a connection pool, a lock): the wait grows with how many requests
+//!   compete and how long each holds it, so in proportion to the load per core; it
+//!   stops growing at the planned failure time, where it is 1.2× the timeout for the
+//!   untouched instance, so a load per core below about three quarters holds it off
+//!   for good and less relief only for a while;
+//! - an error burst is a fault taking up to 61 % of the capacity away (a thread pool
+//!   stuck on a failing call): requests beyond what is left fail, so shedding, replicas
+//!   and CPU, which lower the load per core, fail fewer; the untouched instance fails
+//!   when half of them do, before the loss levels off, and a load per core below about
+//!   three quarters keeps it under half for good;
+//! - an IO stall is contention on the node: migrating non-critical IO relieves it.
+//!
+//! For the untouched instance every relief factor is exactly 1 and the causes level
+//! off only past the point where it has failed, so its telemetry is, bit for bit, what
+//! it was before resources mattered to creep and bursts (the starter signatures and the
+//! shipped models were cut from it): always up to its failure, and at the failing sample
+//! too unless a step is longer than a twelfth of the development.
 
 use std::fmt;
 use std::time::Duration;
@@ -18,6 +41,8 @@ use serde::{Deserialize, Serialize};
 use crate::codec::metric_names as m;
 use crate::codec::TelemetrySample;
 
+use super::fleet::Resources;
+
 /// What goes wrong in an instance with an injected failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -27,9 +52,11 @@ pub enum FailureKind {
     MemoryLeak,
     /// A load surge until the CPU saturates and p99 latency passes the timeout.
     CpuSaturation,
-    /// A dependency slows down: latency creeps up to the timeout.
+    /// Contention on a downstream resource (a connection pool, a lock): latency creeps
+    /// up to the timeout.
     LatencyCreep,
-    /// Requests start failing until half of them do: the instance is taken out.
+    /// A fault takes capacity away and requests start failing until half of them do:
+    /// the instance is taken out.
     ErrorBurst,
     /// IO contention until all tasks stall on the disk half of the time.
     IoStall,
@@ -98,7 +125,7 @@ pub(crate) struct Stress {
     pub load_factor: f64,
     /// Leaked memory, bytes.
     pub leaked_bytes: f64,
-    /// Time added to every request by a slow dependency, seconds.
+    /// Time every request waits downstream (a contended pool or lock), seconds.
     pub dependency_delay_s: f64,
     /// Share of requests failing from the fault itself.
     pub error_ratio: f64,
@@ -109,6 +136,25 @@ pub(crate) struct Stress {
 impl Stress {
     pub const NONE: Stress =
         Stress { load_factor: 1.0, leaked_bytes: 0.0, dependency_delay_s: 0.0, error_ratio: 0.0, io_stall: 0.0 };
+}
+
+/// The load on an instance relative to the untouched instance at the same moment,
+/// which the causes that depend on resources scale with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Load {
+    /// Traffic per core of CPU limit: 1 untouched (exactly), less with replicas sharing
+    /// the traffic, shedding or more CPU.
+    pub per_cpu: f64,
+    /// Share of the non-critical work moved to other nodes.
+    pub migrated: f64,
+}
+
+impl Load {
+    /// The load of an instance with `res` whose untouched self has `nominal`.
+    pub fn relative(res: &Resources, nominal: &Resources) -> Self {
+        let share = res.traffic_share() / nominal.traffic_share();
+        Self { per_cpu: share * nominal.cpu_limit_cores / res.cpu_limit_cores, migrated: res.migrated_fraction }
+    }
 }
 
 /// The instance's expected state (no noise, no benign events) at the time the failure
@@ -134,6 +180,14 @@ pub(crate) struct Window {
 /// Share of the development time a failure may overrun its nominal time and still
 /// happen before the end of the run (plus the tail margin).
 const OVERRUN: f64 = 1.2;
+
+/// Development (share of the nominal time) at which a latency creep's contention stops
+/// growing, and an error burst's loss of capacity (at 61 %). The untouched instance has
+/// failed by then, at about 0.91 and 0.82 at the latest, so these caps never reach it
+/// before its failing sample, nor that sample while a step is at most a twelfth of the
+/// development (a 10 s step against the shortest burst, 2 min).
+const CREEP_LEVELS_OFF: f64 = 1.0;
+const BURST_LEVELS_OFF: f64 = 0.9;
 
 /// One injected failure as it develops in its instance.
 #[derive(Debug, Clone)]
@@ -187,16 +241,17 @@ impl Scenario {
         self.failed_ms.is_none() && t_ms >= self.onset_ms
     }
 
-    /// The stress at `t_ms`; `baseline` is consulted once, on the first active step.
-    /// `migrated` is the share of non-critical work moved off the instance.
-    pub fn stress(&mut self, t_ms: i64, dt_s: f64, migrated: f64, baseline: impl FnOnce() -> Baseline) -> Stress {
+    /// The stress at `t_ms` on an instance under `load`; `baseline` is consulted once,
+    /// on the first active step.
+    pub fn stress(&mut self, t_ms: i64, dt_s: f64, load: Load, baseline: impl FnOnce() -> Baseline) -> Stress {
         if !self.active(t_ms) {
             return Stress::NONE;
         }
         let develop_s = self.develop_ms as f64 / 1000.0;
         let calibration = *self.calibration.get_or_insert_with(|| calibrate(self.kind, &baseline(), develop_s));
-        // Past the nominal time the cause keeps growing, so the failure happens unless
-        // something changed; the cap only keeps the arithmetic finite.
+        // Past the nominal time a leak and IO contention keep growing, so those failures
+        // happen unless something changed; a surge, contention downstream and a loss of
+        // capacity level off. The cap only keeps the arithmetic finite.
         let p = ((t_ms - self.onset_ms) as f64 / self.develop_ms as f64).clamp(0.0, 4.0);
         let mut stress = Stress::NONE;
         match self.kind {
@@ -211,17 +266,29 @@ impl Scenario {
             // A surge levels off (at about 1.4–1.8× the CPU limit of the untouched
             // instance): enough capacity outlasts it, a little more only delays.
             FailureKind::CpuSaturation => stress.load_factor = 1.0 + calibration * p.min(1.3).powf(1.5),
-            FailureKind::LatencyCreep => stress.dependency_delay_s = calibration * p * p,
-            FailureKind::ErrorBurst => stress.error_ratio = (0.75 * p * p).min(0.95),
+            // Contention downstream: the wait is in proportion to the load per core.
+            FailureKind::LatencyCreep => {
+                let p = p.min(CREEP_LEVELS_OFF);
+                stress.dependency_delay_s = calibration * p * p * load.per_cpu;
+            }
+            // Capacity lost: the untouched instance fails `lost` of its requests; one
+            // with load per core L can serve (1 - lost) / L of its own and fails the
+            // rest, written so that L = 1 gives `lost` exactly.
+            FailureKind::ErrorBurst => {
+                let p = p.min(BURST_LEVELS_OFF);
+                let lost = 0.75 * p * p;
+                stress.error_ratio = (lost - (1.0 - lost) * (1.0 / load.per_cpu - 1.0)).clamp(0.0, 0.95);
+            }
             // Contention on the node: moving non-critical IO away relieves it.
-            FailureKind::IoStall => stress.io_stall = p.powf(1.5) * (1.0 - migrated).clamp(0.0, 1.0),
+            FailureKind::IoStall => stress.io_stall = p.powf(1.5) * (1.0 - load.migrated).clamp(0.0, 1.0),
         }
         stress
     }
 }
 
 /// The one number each kind needs from the instance's expected state: leak rate
-/// (bytes/s), surge amplitude (×load), or dependency delay at the nominal time (s).
+/// (bytes/s), surge amplitude (×load), or the untouched instance's wait downstream at
+/// the nominal time (s).
 fn calibrate(kind: FailureKind, b: &Baseline, develop_s: f64) -> f64 {
     match kind {
         FailureKind::MemoryLeak => (b.memory_limit_bytes - b.memory_used_bytes).max(0.0) / develop_s,

@@ -5,6 +5,9 @@ use clap::Parser;
 use super::*;
 use crate::codec::metric_names as m;
 
+mod actuation;
+mod starter;
+
 /// 2024-05-01T00:00:00Z.
 const START_MS: i64 = 1_714_521_600_000;
 const MIN: i64 = 60_000;
@@ -224,63 +227,6 @@ fn instance_ids_and_behaviour_do_not_depend_on_fleet_size() {
     for id in ids {
         assert_eq!(of(&a, id), of(&b, id));
     }
-}
-
-/// Runs `config`, applying `change` to `instance` when the step at `at_ms` is next.
-fn run_with_change(config: FleetConfig, instance: &str, at_ms: i64, change: Change) -> (Fleet, Vec<TelemetrySample>) {
-    let mut fleet = Fleet::new(config).unwrap();
-    let mut samples = Vec::new();
-    while let Some(t) = fleet.next_timestamp_ms() {
-        if t == at_ms {
-            fleet.apply(instance, change).unwrap();
-        }
-        samples.extend(fleet.tick().unwrap());
-    }
-    (fleet, samples)
-}
-
-fn first_of(fleet: &Fleet, kind: FailureKind) -> GroundTruth {
-    fleet.ground_truth().iter().find(|g| g.kind == kind).cloned().unwrap()
-}
-
-/// The resource model answers actuations the way a real instance would, and a change
-/// to one instance leaves every other instance's samples untouched.
-#[test]
-fn actuations_avert_the_failures_they_address_and_nothing_else_changes() {
-    let c = config(20, 2, 3 * 60 * MIN, 0.5);
-    let (baseline, base_samples) = run_fleet(c.clone());
-
-    let leak = first_of(&baseline, FailureKind::MemoryLeak);
-    let (fleet, samples) = run_with_change(
-        c.clone(),
-        &leak.instance,
-        leak.onset_ms,
-        Change::Resize { cpu_factor: 1.0, memory_factor: 1.5 },
-    );
-    let after = first_of(&fleet, FailureKind::MemoryLeak).failure_ms;
-    assert!(
-        after.is_none_or(|t| t > leak.failure_ms.unwrap()),
-        "more memory did not delay the OOM: {after:?} vs {leak:?}"
-    );
-    let others =
-        |s: &[TelemetrySample], id: &str| s.iter().filter(|x| x.instance_id != id).cloned().collect::<Vec<_>>();
-    assert_eq!(others(&samples, &leak.instance), others(&base_samples, &leak.instance));
-
-    let surge = first_of(&baseline, FailureKind::CpuSaturation);
-    let (fleet, _) =
-        run_with_change(c.clone(), &surge.instance, surge.onset_ms, Change::ScaleOut { replicas_delta: 3 });
-    assert_eq!(first_of(&fleet, FailureKind::CpuSaturation).failure_ms, None, "scale-out did not avert {surge:?}");
-
-    // Shedding traffic does not speed up a slow dependency.
-    let creep = first_of(&baseline, FailureKind::LatencyCreep);
-    let (fleet, _) = run_with_change(c.clone(), &creep.instance, creep.onset_ms, Change::Shed { fraction: 0.3 });
-    let after = first_of(&fleet, FailureKind::LatencyCreep).failure_ms.unwrap();
-    assert!((after - creep.failure_ms.unwrap()).abs() <= 2 * MIN, "{after} vs {creep:?}");
-
-    let stall = first_of(&baseline, FailureKind::IoStall);
-    let (fleet, _) = run_with_change(c, &stall.instance, stall.onset_ms, Change::Migrate { fraction: 0.6 });
-    let after = first_of(&fleet, FailureKind::IoStall).failure_ms;
-    assert!(after.is_none_or(|t| t > stall.failure_ms.unwrap()), "migration did not relieve {stall:?}: {after:?}");
 }
 
 #[test]
