@@ -271,7 +271,7 @@ async fn ensure_topic(cluster: &Cluster, spec: TopicSpec) {
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) fn epoch_ms(t: SystemTime) -> i64 {
+fn epoch_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 

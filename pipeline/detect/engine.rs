@@ -324,7 +324,7 @@ pub fn run(
                 "signature or model table changed"
             );
             config.metrics.models(&j.models);
-            warn_if_late(&consumer.context().judge.read().unwrap_or_else(|p| p.into_inner()), &j, consumer.context());
+            warn_if_late(&read(&consumer.context().judge), &j, consumer.context());
             *consumer.context().judge.write().unwrap_or_else(|p| p.into_inner()) = j;
         }
 

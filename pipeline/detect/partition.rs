@@ -211,14 +211,16 @@ impl PartitionState {
             return;
         }
         let mut scores: Vec<Option<(WindowScore, Arc<str>)>> = vec![None; pending.len()];
-        // One batch per model: the one in effect at each window's end.
-        let mut by_model: HashMap<*const AnomalyModel, (&Arc<AnomalyModel>, Vec<usize>)> = HashMap::new();
+        // One batch per model: the one in effect at each window's end (a handful).
+        let mut by_model: Vec<(&Arc<AnomalyModel>, Vec<usize>)> = Vec::new();
         for (i, (w, _)) in pending.iter().enumerate() {
-            if let Some(model) = judge.models.at(&w.app_type, w.end_ms) {
-                by_model.entry(Arc::as_ptr(model)).or_insert_with(|| (model, Vec::new())).1.push(i);
+            let Some(model) = judge.models.at(&w.app_type, w.end_ms) else { continue };
+            match by_model.iter_mut().find(|(m, _)| Arc::ptr_eq(m, model)) {
+                Some((_, idx)) => idx.push(i),
+                None => by_model.push((model, vec![i])),
             }
         }
-        for (model, idx) in by_model.into_values() {
+        for (model, idx) in by_model {
             let version: Arc<str> = Arc::from(model.metadata().version.as_str());
             let windows: Vec<&[f64]> = idx.iter().map(|&i| pending[i].0.values.as_slice()).collect();
             let began = std::time::Instant::now();

@@ -21,7 +21,7 @@ pub mod sources;
 mod tests;
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
@@ -320,7 +320,9 @@ async fn run_replayed(args: Args, shutdown: CancellationToken) -> Result<Vec<Tra
         }
         metrics.rounds.inc();
         metrics.round_seconds.observe(round.elapsed().as_secs_f64());
-        metrics.last_success_seconds.set(crate::agent::epoch_ms(SystemTime::now()) / 1000);
+        metrics
+            .last_success_seconds
+            .set(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
         let Some(every) = args.every else { break };
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -104,7 +104,7 @@ pub async fn announce(cluster: &Cluster, model: &AnomalyModel, dir: &Path) -> Re
             ("at_most_30_share".to_owned(), m.validation.at_most_30_share),
         ]),
         created_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
-        effective_from_ms: newest.unwrap_or(m.training.last_event_ms).max(m.training.last_event_ms) + SWAP_DELAY_MS,
+        effective_from_ms: newest.map_or(m.training.last_event_ms, |n| n.max(m.training.last_event_ms)) + SWAP_DELAY_MS,
     };
     ensure_topic::<ModelAnnouncement>(cluster).await.map_err(|e| TrainError::Replay(e.to_string()))?;
     let topic = cluster.topic::<ModelAnnouncement>();

@@ -70,18 +70,12 @@ impl Exporter {
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = reqwest::blocking::get(format!("http://{}{path}", self.metrics)).ok()?;
-        Some((r.status().as_u16(), r.text().ok()?))
+        common::http_get(&self.metrics, path)
     }
 
     /// The exporter's own metrics (name → value); empty while it does not answer yet.
     fn metrics(&self) -> BTreeMap<String, f64> {
-        let Some((200, body)) = self.get("/metrics") else { return BTreeMap::new() };
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_once(' '))
-            .filter_map(|(k, v)| Some((k.to_owned(), v.trim().parse().ok()?)))
-            .collect()
+        common::scrape(&self.metrics)
     }
 }
 
