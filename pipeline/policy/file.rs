@@ -52,10 +52,14 @@ impl PolicyFile {
 
     /// The rule for a matched signature: its own, else `"*"`, else none. Alerts carry
     /// the signature's key (`web/*/memory_leak`); rules are looked up by the whole key
-    /// first, then by its last segment, the signature's name.
+    /// first, then by its last segment, the signature's name, then by the name up to
+    /// its first `-`: a variant of a kind (`cpu_saturation-fast`, or the default name
+    /// `extract` gives, `memory_leak-web-checkout-0001`) acts as its kind does unless a
+    /// rule names it. Kind names use `_`, never `-`.
     pub fn rule(&self, signature: &str) -> Option<(&str, &Rule)> {
         let name = signature.rsplit('/').next().unwrap_or(signature);
-        [signature, name, FALLBACK_RULE]
+        let kind = name.split('-').next().unwrap_or(name);
+        [signature, name, kind, FALLBACK_RULE]
             .into_iter()
             .find_map(|k| self.rules.get_key_value(k).map(|(k, r)| (k.as_str(), r)))
     }
@@ -455,6 +459,12 @@ mod tests {
         assert_eq!(p.rule("web/*/io_stall").map(|r| r.0), Some("*"));
         p.rules.insert("web/*/io_stall".into(), Rule::default());
         assert_eq!(p.rule("web/*/io_stall").map(|r| r.0), Some("web/*/io_stall"));
+        // A variant of a kind takes its kind's rule, unless a rule names it.
+        assert_eq!(p.rule("web/*/memory_leak-fast").map(|r| r.0), Some("memory_leak"));
+        assert_eq!(p.rule("web/*/memory_leak-web-checkout-0001").map(|r| r.0), Some("memory_leak"));
+        p.rules.insert("memory_leak-fast".into(), Rule::default());
+        assert_eq!(p.rule("web/*/memory_leak-fast").map(|r| r.0), Some("memory_leak-fast"));
+        assert_eq!(p.rule("web/*/io_stall-fast").map(|r| r.0), Some("*"));
     }
 
     #[test]

@@ -210,13 +210,16 @@ fn alerts_come_before_injected_failures_and_seldom_on_healthy_instances() {
     eprintln!("missed: {missed:?}; false alarms: {false_alarms} over {healthy_hours} healthy instance-hours");
     let happened = truth.iter().filter(|t| t["failure_ms"].is_i64()).count();
     assert!(happened >= 8, "the simulation should have produced failures: {happened}");
-    // What the starter library achieves on this fleet (see README): most failures of
-    // every kind are predicted, before they happen.
+    // What the starter library achieves on this fleet (see README): 10 of 12 failures,
+    // every kind, predicted before they happen.
     assert!(
-        missed.len() * 10 <= happened * 4,
-        "more than 40% of the failures had no alert before they happened: {missed:?}"
+        missed.len() * 4 <= happened,
+        "more than a quarter of the failures had no alert before they happened: {missed:?}"
     );
-    assert!(lead_by_kind.len() >= 4, "alerts for too few failure kinds: {lead_by_kind:?}");
+    let kinds: BTreeSet<&str> =
+        truth.iter().filter(|t| t["failure_ms"].is_i64()).map(|t| t["kind"].as_str().unwrap()).collect();
+    let predicted: BTreeSet<&str> = lead_by_kind.keys().map(String::as_str).collect();
+    assert_eq!(predicted, kinds, "every failure kind that happened is predicted at least once; missed {missed:?}");
     assert!(
         (false_alarms as f64) / healthy_hours <= 0.1,
         "{false_alarms} signature alerts on healthy instances over {healthy_hours} instance-hours"

@@ -30,7 +30,7 @@ pub use score::{
 pub use select::{deviations, select, Deviation, MAX_METRICS, MIN_METRICS, SELECT_DEVIATION};
 
 use super::validate::{validate, InvalidSignature, ANY_FUNCTION};
-use crate::codec::{Codec, FailureSignature, TelemetrySample};
+use crate::codec::{Codec, FailureSignature, Normalisation, TelemetrySample};
 use crate::kafka::reader::{self, ReadError, Start};
 use crate::kafka::Cluster;
 use crate::window::features::{self, DEFAULT_FEATURES};
@@ -65,6 +65,9 @@ pub struct ExtractRequest {
     pub failure_kind: String,
     /// Metrics to keep; `None` chooses them by [`select`].
     pub metrics: Option<Vec<String>>,
+    /// How each kept metric is compared, in the order of `metrics`; `None` gives each
+    /// its feature's default (`features::default_normalisation`).
+    pub normalisation: Option<Vec<Normalisation>>,
     /// Threshold to set; `None` calibrates it.
     pub threshold: Option<f64>,
     /// Calibration: how far above the highest healthy confidence the threshold goes.
@@ -96,6 +99,17 @@ impl ExtractRequest {
         }
         if !(0.0..1.0).contains(&self.margin) {
             return bad(format!("--margin must be from 0 to 1, got {}", self.margin));
+        }
+        match (&self.normalisation, &self.metrics) {
+            (Some(_), None) => return bad("--normalisation needs --metrics, one mode per metric".to_owned()),
+            (Some(modes), Some(metrics)) if modes.len() != metrics.len() => {
+                return bad(format!(
+                    "--normalisation gives {} modes for {} metrics; give one per metric, in their order",
+                    modes.len(),
+                    metrics.len()
+                ))
+            }
+            _ => {}
         }
         Ok(points)
     }
@@ -279,7 +293,10 @@ pub fn extract(telemetry: &Telemetry, request: &ExtractRequest) -> Result<Extrac
         app_type: request.app_type.clone().unwrap_or_else(|| source.app_type.clone()),
         function: request.function.clone().unwrap_or_else(|| source.function.clone()),
         failure_kind,
-        normalisation: metrics.iter().map(|m| features::default_normalisation(m)).collect(),
+        normalisation: match &request.normalisation {
+            Some(modes) => modes.clone(),
+            None => metrics.iter().map(|m| features::default_normalisation(m)).collect(),
+        },
         metrics,
         series,
         interval_ms: step,

@@ -152,6 +152,7 @@ fn request(instance: &str, until_ms: i64) -> ExtractRequest {
         name: Some("memory_leak".into()),
         failure_kind: "memory_leak".into(),
         metrics: None,
+        normalisation: None,
         threshold: None,
         margin: 0.05,
         app_type: None,
@@ -224,4 +225,24 @@ fn given_metrics_and_threshold_are_kept_and_bad_requests_refused() {
     assert!(matches!(e, ExtractError::NotAWindowFeature(_)) && e.to_string().contains(m::DISK_BUSY), "{e}");
     // Ten hours later there is no telemetry of the instance to cut.
     assert!(matches!(refused(|r| r.until_ms += 36_000_000), ExtractError::NoInstance { .. }));
+}
+
+#[test]
+fn normalisation_overrides_need_one_mode_per_given_metric() {
+    let (telemetry, truth) = fleet();
+    let incident = truth.iter().find(|g| g.failure_ms.unwrap() > 1_714_521_600_000 + 3_600_000).unwrap();
+    let mut req = request(&incident.instance, incident.failure_ms.unwrap());
+    req.normalisation = Some(vec![Normalisation::Rise]);
+    let err = extract(&telemetry, &req).unwrap_err().to_string();
+    assert!(err.contains("--normalisation needs --metrics"), "{err}");
+    req.metrics = Some(vec![features::MEMORY_UTILIZATION.into(), m::REQUEST_RATE.into()]);
+    let err = extract(&telemetry, &req).unwrap_err().to_string();
+    assert!(err.contains("1 modes for 2 metrics"), "{err}");
+    req.normalisation = Some(vec![Normalisation::Rise, Normalisation::Rise]);
+    let x = extract(&telemetry, &req).unwrap();
+    assert_eq!(x.signature.normalisation, vec![Normalisation::Rise, Normalisation::Rise]);
+    // Without modes, each metric gets its feature's own.
+    req.normalisation = None;
+    let x = extract(&telemetry, &req).unwrap();
+    assert_eq!(x.signature.normalisation, vec![Normalisation::Level, Normalisation::Shape]);
 }

@@ -3,6 +3,7 @@
 
 mod extract;
 mod file;
+mod surges;
 mod table;
 
 use super::*;
