@@ -138,10 +138,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 augur::signatures::run(args, shutdown, &mut std::io::stdout().lock()).await?;
             }
             Command::Train(args) => {
-                // One JSON line per model written, for scripts.
-                for trained in augur::train::run(*args, shutdown).await? {
-                    println!("{}", serde_json::to_string(&trained)?);
-                }
+                // One JSON line per model, as it is written, for scripts.
+                let mut line = |trained: &augur::train::Trained| match serde_json::to_string(trained) {
+                    Ok(json) => println!("{json}"),
+                    Err(error) => tracing::error!(%error, "a trained model's summary does not serialise"),
+                };
+                augur::train::run(*args, shutdown, &mut line).await?;
             }
             Command::Score(args) => {
                 let summary = augur::train::score::run(args, shutdown).await?;

@@ -253,16 +253,30 @@ impl Trained {
 
 /// Runs `augur train`: collects the windows, trains one model per application type
 /// on a blocking thread and writes each to `<out>/<app-type>/<version>/`; from Kafka,
-/// gates and announces them, again every `--every` until `shutdown`.
-pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Vec<Trained>, TrainError> {
+/// gates and announces them, again every `--every` until `shutdown`. `written` hears of
+/// each model as soon as it is written (and gated), so a scheduled trainer reports every
+/// round while it runs, not only when it stops.
+pub async fn run(
+    args: Args,
+    shutdown: CancellationToken,
+    written: &mut dyn FnMut(&Trained),
+) -> Result<Vec<Trained>, TrainError> {
     if args.kafka.brokers.is_some() {
-        return run_replayed(args, shutdown).await;
+        return run_replayed(args, shutdown, written).await;
     }
-    tokio::task::spawn_blocking(move || train_blocking(&args, &shutdown)).await.map_err(|_| TrainError::Poisoned)?
+    let trained = tokio::task::spawn_blocking(move || train_blocking(&args, &shutdown))
+        .await
+        .map_err(|_| TrainError::Poisoned)??;
+    trained.iter().for_each(written);
+    Ok(trained)
 }
 
 /// The Kafka path of [`run`].
-async fn run_replayed(args: Args, shutdown: CancellationToken) -> Result<Vec<Trained>, TrainError> {
+async fn run_replayed(
+    args: Args,
+    shutdown: CancellationToken,
+    on_written: &mut dyn FnMut(&Trained),
+) -> Result<Vec<Trained>, TrainError> {
     let (Some(from), Some(to)) = (args.from, args.to) else {
         return Err(TrainError::Settings("--brokers needs --from and --to".to_owned()));
     };
@@ -316,6 +330,7 @@ async fn run_replayed(args: Args, shutdown: CancellationToken) -> Result<Vec<Tra
             tracing::info!(app_type = %data.app_type, dir = %dir.display(), ?gate, announced = trained.announced, "model written");
             metrics.gated(&gate, trained.announced, trained.train_windows);
             trained.gate = Some(gate);
+            on_written(&trained);
             written.push(trained);
         }
         metrics.rounds.inc();

@@ -67,13 +67,24 @@ fn train_replays_telemetry_announces_a_model_and_a_running_detector_swaps_to_it(
     assert!(round["augur_train_windows_total"] > 100.0, "{round:?}");
     assert!(round[r#"augur_train_candidate_error{app_type="web"}"#] > 0.0, "{round:?}");
     assert_eq!(common::http_get(&trainer_metrics, "/readyz").map(|(s, _)| s), Some(200));
-    // SIGTERM between rounds ends the schedule; the models written are printed.
-    let child = trainer.0.take().unwrap();
+    // Each model's line is printed as the round writes it, before the round is counted,
+    // so it is there while the schedule still runs; SIGTERM between rounds ends it.
+    let mut child = trainer.0.take().unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let (lines, printed) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stdout) {
+            lines.send(line.expect("the trainer's stdout")).expect("the test is listening");
+        }
+    });
+    let line = printed.recv_timeout(Duration::from_secs(60)).expect("the round's model line, printed while it runs");
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let trained = child.wait_with_output().unwrap();
-    assert!(trained.status.success(), "the trainer exited with {} after SIGTERM", trained.status);
-    let line = String::from_utf8(trained.stdout).unwrap();
-    let report: serde_json::Value = serde_json::from_str(line.lines().last().expect("one line per model")).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the trainer exited with {status} after SIGTERM");
+    reader.join().unwrap();
+    let rest: Vec<String> = printed.try_iter().collect();
+    assert!(rest.is_empty(), "one line per model written, once: {rest:?}");
+    let report: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(report["app_type"], "web", "{report}");
     assert!(report["train_windows"].as_u64().unwrap() > 100, "{report}");
     let share = report["validation_at_most_30_share"].as_f64().unwrap();
