@@ -19,8 +19,12 @@ use super::model::Config;
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const METADATA_FILE: &str = "metadata.json";
-/// Bumped when the meaning of a metadata field changes.
-pub const FORMAT: u32 = 1;
+/// Bumped when the meaning of a metadata field changes. Format 2 added [`Levels`] and
+/// with them the level term of the error; format 1 (no levels, the forecast error
+/// alone) still loads and scores as it did.
+pub const FORMAT: u32 = 2;
+/// The oldest format this build reads.
+pub const OLDEST_FORMAT: u32 = 1;
 
 /// Why a model could not be loaded, saved or used.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,27 @@ pub enum ModelError {
 pub struct FeatureScale {
     pub mean: f64,
     pub std: f64,
+}
+
+/// The values of one feature seen in the training windows, raw units.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureRange {
+    pub low: f64,
+    pub high: f64,
+}
+
+/// What training saw of each feature's level, and how much leaving it weighs: the
+/// level term of a window's error is `weight` times the mean, over the present cells of
+/// its scored rows, of the squared distance beyond the feature's range in its standard
+/// deviations ([`super::level_error`]). A forecaster finds a smooth climb predictable
+/// however far it goes; this term sees the climb leave what normal ever reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Levels {
+    pub weight: f64,
+    /// One per feature.
+    pub ranges: Vec<FeatureRange>,
 }
 
 /// The grid windows are cut on.
@@ -110,6 +135,9 @@ pub struct Metadata {
     pub features: Vec<String>,
     /// One per feature.
     pub normalisation: Vec<FeatureScale>,
+    /// From format 2 on (none in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<Levels>,
     pub window: WindowShape,
     pub model: Config,
     pub calibration: Calibration,
@@ -120,8 +148,11 @@ pub struct Metadata {
 impl Metadata {
     /// Why the metadata cannot be used, if it cannot.
     pub fn check(&self) -> Result<(), String> {
-        if self.format != FORMAT {
-            return Err(format!("format {} is not the supported {FORMAT}", self.format));
+        if !(OLDEST_FORMAT..=FORMAT).contains(&self.format) {
+            return Err(format!(
+                "format {} is not one this build reads ({OLDEST_FORMAT} to {FORMAT}); a newer augur wrote it",
+                self.format
+            ));
         }
         if self.app_type.is_empty() || self.version.is_empty() {
             return Err("app_type and version must not be empty".to_owned());
@@ -147,6 +178,24 @@ impl Metadata {
         for (f, s) in self.features.iter().zip(&self.normalisation) {
             if !(s.mean.is_finite() && s.std.is_finite() && s.std > 0.0) {
                 return Err(format!("normalisation of {f:?} needs a finite mean and a std above 0, got {s:?}"));
+            }
+        }
+        match (self.format, &self.levels) {
+            (1, None) => {}
+            (1, Some(_)) => return Err("format 1 has no levels; a model with levels is format 2".to_owned()),
+            (_, None) => return Err(format!("format {} needs levels", self.format)),
+            (_, Some(l)) => {
+                if !(l.weight.is_finite() && l.weight >= 0.0) {
+                    return Err(format!("levels.weight must be finite and at least 0, got {}", l.weight));
+                }
+                if l.ranges.len() != self.features.len() {
+                    return Err(format!("{} level ranges for {} features", l.ranges.len(), self.features.len()));
+                }
+                for (f, r) in self.features.iter().zip(&l.ranges) {
+                    if !(r.low.is_finite() && r.high.is_finite() && r.low <= r.high) {
+                        return Err(format!("level range of {f:?} needs finite low ≤ high, got {r:?}"));
+                    }
+                }
             }
         }
         if self.window.points < 2 || self.window.step_ms <= 0 {
