@@ -39,6 +39,8 @@ pub struct Settings {
     pub validation_share: f64,
     /// Weight of the level term ([`Levels`]); 0 scores the forecast error alone.
     pub level_weight: f64,
+    /// The window's last rows the level term looks at.
+    pub level_rows: usize,
     pub version: String,
 }
 
@@ -52,6 +54,10 @@ pub const DEFAULT_LEARNING_RATE: f64 = 1e-3;
 /// while no held-out normal window of the shipped models leaves its ranges.
 pub const DEFAULT_LEVEL_WEIGHT: f64 = 32.0;
 
+/// The level term looks at the window's last minute (6 rows of 10 s): where the
+/// instance is now, smoothed over a few samples.
+pub const DEFAULT_LEVEL_ROWS: usize = 6;
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -62,6 +68,7 @@ impl Default for Settings {
             seed: 1,
             validation_share: 0.2,
             level_weight: DEFAULT_LEVEL_WEIGHT,
+            level_rows: DEFAULT_LEVEL_ROWS,
             version: "1".to_owned(),
         }
     }
@@ -103,7 +110,11 @@ pub fn fit(data: &Dataset, settings: &Settings, shutdown: &CancellationToken) ->
     }
 
     let scales = scales(data, train_idx);
-    let levels = Levels { weight: settings.level_weight, ranges: ranges(data, train_idx) };
+    let levels = Levels {
+        weight: settings.level_weight,
+        rows: settings.level_rows.min(points),
+        ranges: ranges(data, train_idx),
+    };
     let flat = |idx: &[usize]| {
         let mut x = Vec::with_capacity(idx.len() * points * channels);
         let mut mask = Vec::with_capacity(idx.len() * (points - 1) * channels);

@@ -365,6 +365,7 @@ fn settings_of(args: &Args, version: String) -> Settings {
         seed: args.seed,
         validation_share: args.validation_share,
         level_weight: args.level_weight,
+        level_rows: fit::DEFAULT_LEVEL_ROWS,
         version,
     }
 }

@@ -73,13 +73,16 @@ pub struct FeatureRange {
 
 /// What training saw of each feature's level, and how much leaving it weighs: the
 /// level term of a window's error is `weight` times the mean, over the present cells of
-/// its scored rows, of the squared distance beyond the feature's range in its standard
-/// deviations ([`super::level_error`]). A forecaster finds a smooth climb predictable
-/// however far it goes; this term sees the climb leave what normal ever reached.
+/// its last `rows` rows, of the squared distance beyond the feature's range in its
+/// standard deviations ([`super::level_error`]). A forecaster finds a smooth climb
+/// predictable however far it goes; this term sees the climb leave what normal ever
+/// reached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Levels {
     pub weight: f64,
+    /// The window's last rows that count, 1 to the window's points.
+    pub rows: usize,
     /// One per feature.
     pub ranges: Vec<FeatureRange>,
 }
@@ -187,6 +190,9 @@ impl Metadata {
             (_, Some(l)) => {
                 if !(l.weight.is_finite() && l.weight >= 0.0) {
                     return Err(format!("levels.weight must be finite and at least 0, got {}", l.weight));
+                }
+                if l.rows == 0 || l.rows > self.window.points {
+                    return Err(format!("levels.rows must be from 1 to {}, got {}", self.window.points, l.rows));
                 }
                 if l.ranges.len() != self.features.len() {
                     return Err(format!("{} level ranges for {} features", l.ranges.len(), self.features.len()));

@@ -112,6 +112,7 @@ impl AnomalyModel {
     }
 
     /// The weights by PyTorch name.
+    #[cfg(test)]
     pub(crate) fn tensors(&self) -> &HashMap<String, Tensor> {
         &self.tensors
     }
@@ -156,7 +157,7 @@ impl AnomalyModel {
             let span = k * len..(k + 1) * len;
             let steps = m.model.score_steps;
             out[i] = window_error(windows[i], &x[span.clone()], &forecasts[span], channels, steps).map(|forecast| {
-                let level = m.levels.as_ref().map_or(0.0, |l| level_error(windows[i], &m.normalisation, l, steps));
+                let level = m.levels.as_ref().map_or(0.0, |l| level_error(windows[i], &m.normalisation, l));
                 let error = forecast + level;
                 WindowScore { error, score: m.calibration.score(error) }
             });
@@ -189,12 +190,14 @@ pub(crate) fn normalise_into(window: &[f64], scales: &[FeatureScale], out: &mut 
 }
 
 /// The level term of a window's error (see [`Levels`]): over the present cells of its
-/// last `steps` rows, the mean squared distance beyond the feature's training range in
-/// its standard deviations, times the weight.
-pub(crate) fn level_error(raw: &[f64], scales: &[FeatureScale], levels: &Levels, steps: usize) -> f64 {
+/// last `levels.rows` rows, the mean squared distance beyond the feature's training
+/// range in its standard deviations, times the weight. The window must hold at least
+/// that many rows (the metadata check ties them to the window's points).
+pub(crate) fn level_error(raw: &[f64], scales: &[FeatureScale], levels: &Levels) -> f64 {
     let c = levels.ranges.len();
     let (mut sum, mut n) = (0f64, 0usize);
-    for (j, &v) in raw[raw.len() - steps * c..].iter().enumerate() {
+    let start = raw.len().saturating_sub(levels.rows * c);
+    for (j, &v) in raw[start..].iter().enumerate() {
         if v.is_nan() {
             continue;
         }

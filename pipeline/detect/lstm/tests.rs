@@ -154,7 +154,11 @@ fn metadata(config: Config) -> Metadata {
     Metadata {
         format: FORMAT,
         // Wider than any test window: the level term stays 0 unless a test moves it.
-        levels: Some(Levels { weight: 1.0, ranges: vec![FeatureRange { low: -10.0, high: 10.0 }; config.input] }),
+        levels: Some(Levels {
+            weight: 1.0,
+            rows: 4,
+            ranges: vec![FeatureRange { low: -10.0, high: 10.0 }; config.input],
+        }),
         app_type: "web".to_owned(),
         version: "7".to_owned(),
         created_at: "2026-01-05T00:00:00Z".to_owned(),
@@ -341,7 +345,7 @@ fn values_outside_the_training_levels_add_to_the_error() {
     let ws = windows(1, 3);
     let inside = model.score(&[&ws[0]])[0].expect("scored");
     // Channel 0 of the last row 18 units above its range's top (10): 9 deviations
-    // (std 2) out, 81 squared over the 4 × 3 scored cells, on top of the forecast error.
+    // (std 2) out, 81 squared over the 4 × 3 cells of the level rows, on top of the forecast error.
     let mut out = ws[0].clone();
     out[15 * 3] = 28.0;
     let far = model.score(&[&out])[0].expect("scored");
@@ -357,17 +361,17 @@ fn values_outside_the_training_levels_add_to_the_error() {
     let mut low = ws[0].clone();
     low[15 * 3 + 1] = -28.0;
     let levels = m.levels.as_ref().expect("format 2");
-    assert!(level_error(&low, &m.normalisation, levels, 4) > 0.0);
-    assert_eq!(level_error(&ws[0], &m.normalisation, levels, 4), 0.0);
-    // A row before the scored ones does not count, nor does a model without levels.
+    assert!(level_error(&low, &m.normalisation, levels) > 0.0);
+    assert_eq!(level_error(&ws[0], &m.normalisation, levels), 0.0);
+    // A row before the last `rows` does not count.
     let mut early = ws[0].clone();
     early[3] = 28.0;
-    assert_eq!(level_error(&early, &m.normalisation, levels, 4), 0.0);
+    assert_eq!(level_error(&early, &m.normalisation, levels), 0.0);
     // The weight scales the term; 0 leaves the forecast error alone.
     let heavy = Levels { weight: 3.0, ..levels.clone() };
     let light = Levels { weight: 0.0, ..levels.clone() };
-    assert!((level_error(&out, &m.normalisation, &heavy, 4) - 3.0 * 81.0 / 12.0).abs() < 1e-9);
-    assert_eq!(level_error(&out, &m.normalisation, &light, 4), 0.0);
+    assert!((level_error(&out, &m.normalisation, &heavy) - 3.0 * 81.0 / 12.0).abs() < 1e-9);
+    assert_eq!(level_error(&out, &m.normalisation, &light), 0.0);
 }
 
 #[test]
@@ -396,6 +400,8 @@ fn format_1_models_load_and_score_by_the_forecast_alone() {
     assert!(e.contains("2 level ranges for 3 features"), "{e}");
     let e = load_after(|d| edit_json(d, |v| v["levels"]["ranges"][1]["low"] = 11.0.into()));
     assert!(e.contains("level range of \"metric_1\""), "{e}");
+    let e = load_after(|d| edit_json(d, |v| v["levels"]["rows"] = 17.into()));
+    assert!(e.contains("levels.rows must be from 1 to 16"), "{e}");
     let e = load_after(|d| edit_json(d, |v| v["levels"]["weight"] = (-1.0).into()));
     assert!(e.contains("levels.weight"), "{e}");
 }
