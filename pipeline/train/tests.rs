@@ -111,7 +111,7 @@ fn load_surges_cross_70_before_the_cpu_saturates_by_the_level_term() {
     // The same weights scoring the forecast error alone (a format 1 model) miss them.
     let mut meta = model().metadata().clone();
     let levels = meta.levels.take().expect("the trainer writes levels");
-    assert!(levels.weight > 0.0 && levels.ranges.len() == meta.features.len(), "{levels:?}");
+    assert!(levels.weight > 0.0 && levels.highs.len() == meta.features.len(), "{levels:?}");
     meta.format = 1;
     let forecast_only = AnomalyModel::from_parts(meta, model().tensors().clone()).expect("format 1");
     let without = check(&forecast_only, &surges).expect("check");

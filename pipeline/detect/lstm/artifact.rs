@@ -63,28 +63,23 @@ pub struct FeatureScale {
     pub std: f64,
 }
 
-/// The values of one feature seen in the training windows, raw units.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeatureRange {
-    pub low: f64,
-    pub high: f64,
-}
-
-/// What training saw of each feature's level, and how much leaving it weighs: the
+/// What training saw of each feature's level, and how much going past it weighs: the
 /// level term of a window's error is `weight` times the mean, over the present cells of
-/// its last `rows` rows, of the squared distance beyond the feature's range in its
-/// standard deviations ([`super::level_error`]). A forecaster finds a smooth climb
-/// predictable however far it goes; this term sees the climb leave what normal ever
-/// reached.
+/// its last `rows` rows, of the squared distance above the feature's highest training
+/// value in its standard deviations ([`super::level_error`]). A forecaster finds a
+/// smooth climb predictable however far it goes; this term sees the climb pass what
+/// normal ever reached. Only upwards: the failures the tiers answer (saturation, leaks,
+/// latency, errors, IO stalls) push every feature up, and more resources never answer
+/// a value below the range, which is where a quiet night goes the first time it is
+/// quieter than the nights training saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Levels {
     pub weight: f64,
     /// The window's last rows that count, 1 to the window's points.
     pub rows: usize,
-    /// One per feature.
-    pub ranges: Vec<FeatureRange>,
+    /// One per feature: its highest value in the training windows, raw units.
+    pub highs: Vec<f64>,
 }
 
 /// The grid windows are cut on.
@@ -194,12 +189,12 @@ impl Metadata {
                 if l.rows == 0 || l.rows > self.window.points {
                     return Err(format!("levels.rows must be from 1 to {}, got {}", self.window.points, l.rows));
                 }
-                if l.ranges.len() != self.features.len() {
-                    return Err(format!("{} level ranges for {} features", l.ranges.len(), self.features.len()));
+                if l.highs.len() != self.features.len() {
+                    return Err(format!("{} level highs for {} features", l.highs.len(), self.features.len()));
                 }
-                for (f, r) in self.features.iter().zip(&l.ranges) {
-                    if !(r.low.is_finite() && r.high.is_finite() && r.low <= r.high) {
-                        return Err(format!("level range of {f:?} needs finite low ≤ high, got {r:?}"));
+                for (f, h) in self.features.iter().zip(&l.highs) {
+                    if !h.is_finite() {
+                        return Err(format!("level high of {f:?} must be finite, got {h}"));
                     }
                 }
             }

@@ -8,10 +8,10 @@
 //! The model is a one-step-ahead forecaster ([`model::Forecaster`]): an LSTM reads the
 //! normalised window and a linear head forecasts each next row; the raw error of a
 //! window is the mean squared forecast error over its last `score_steps` rows, in
-//! normalised units, plus (format 2) a level term: how far those rows lie outside the
-//! range each feature kept in training ([`Levels`]), because a failure that builds
-//! smoothly (a load surge) is predictable step by step yet leaves everything normal
-//! ever reached; [`calibrate`] maps the sum to 0–100. Missing values are handled
+//! normalised units, plus (format 2) a level term: how far its last rows lie above the
+//! highest value each feature reached in training ([`Levels`]), because a failure that
+//! builds smoothly (a load surge) is predictable step by step yet passes everything
+//! normal ever reached; [`calibrate`] maps the sum to 0–100. Missing values are handled
 //! explicitly: as input a `NaN` becomes 0, the feature's training mean after
 //! normalisation (the least surprising value, which keeps the state from jumping);
 //! as a forecast target it is left out of the error, so an instance that does not
@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
-pub use artifact::{FeatureRange, FeatureScale, Levels, Metadata, ModelError, Training, Validation, WindowShape};
+pub use artifact::{FeatureScale, Levels, Metadata, ModelError, Training, Validation, WindowShape};
 pub use calibrate::Calibration;
 pub use model::{Config, Forecaster};
 
@@ -190,19 +190,18 @@ pub(crate) fn normalise_into(window: &[f64], scales: &[FeatureScale], out: &mut 
 }
 
 /// The level term of a window's error (see [`Levels`]): over the present cells of its
-/// last `levels.rows` rows, the mean squared distance beyond the feature's training
-/// range in its standard deviations, times the weight. The window must hold at least
+/// last `levels.rows` rows, the mean squared distance above the feature's highest
+/// training value in its standard deviations, times the weight. The window must hold at least
 /// that many rows (the metadata check ties them to the window's points).
 pub(crate) fn level_error(raw: &[f64], scales: &[FeatureScale], levels: &Levels) -> f64 {
-    let c = levels.ranges.len();
+    let c = levels.highs.len();
     let (mut sum, mut n) = (0f64, 0usize);
     let start = raw.len().saturating_sub(levels.rows * c);
     for (j, &v) in raw[start..].iter().enumerate() {
         if v.is_nan() {
             continue;
         }
-        let (r, s) = (levels.ranges[j % c], scales[j % c]);
-        let d = ((v - r.high).max(r.low - v).max(0.0) / s.std).min(f64::from(INPUT_LIMIT));
+        let d = ((v - levels.highs[j % c]).max(0.0) / scales[j % c].std).min(f64::from(INPUT_LIMIT));
         sum += d * d;
         n += 1;
     }

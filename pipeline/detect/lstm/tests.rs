@@ -154,11 +154,7 @@ fn metadata(config: Config) -> Metadata {
     Metadata {
         format: FORMAT,
         // Wider than any test window: the level term stays 0 unless a test moves it.
-        levels: Some(Levels {
-            weight: 1.0,
-            rows: 4,
-            ranges: vec![FeatureRange { low: -10.0, high: 10.0 }; config.input],
-        }),
+        levels: Some(Levels { weight: 1.0, rows: 4, highs: vec![10.0; config.input] }),
         app_type: "web".to_owned(),
         version: "7".to_owned(),
         created_at: "2026-01-05T00:00:00Z".to_owned(),
@@ -340,11 +336,11 @@ fn the_shipped_models_load_for_every_simulated_application_type() {
 }
 
 #[test]
-fn values_outside_the_training_levels_add_to_the_error() {
+fn values_above_the_training_highs_add_to_the_error() {
     let model = small_model();
     let ws = windows(1, 3);
     let inside = model.score(&[&ws[0]])[0].expect("scored");
-    // Channel 0 of the last row 18 units above its range's top (10): 9 deviations
+    // Channel 0 of the last row 18 units above its training high (10): 9 deviations
     // (std 2) out, 81 squared over the 4 × 3 cells of the level rows, on top of the forecast error.
     let mut out = ws[0].clone();
     out[15 * 3] = 28.0;
@@ -357,11 +353,12 @@ fn values_outside_the_training_levels_add_to_the_error() {
     let forecast = window_error(&out, &x, &f, 3, 4).expect("error");
     assert!((far.error - forecast - 81.0 / 12.0).abs() < 1e-9, "{} = {forecast} + level", far.error);
     assert!(far.score > inside.score, "{far:?} vs {inside:?}");
-    // Below the range's bottom counts the same way; inside the range nothing is added.
+    // Far below counts nothing (more resources never answer a quiet instance), nor does
+    // anything at or under the highs.
     let mut low = ws[0].clone();
     low[15 * 3 + 1] = -28.0;
     let levels = m.levels.as_ref().expect("format 2");
-    assert!(level_error(&low, &m.normalisation, levels) > 0.0);
+    assert_eq!(level_error(&low, &m.normalisation, levels), 0.0);
     assert_eq!(level_error(&ws[0], &m.normalisation, levels), 0.0);
     // A row before the last `rows` does not count.
     let mut early = ws[0].clone();
@@ -396,10 +393,8 @@ fn format_1_models_load_and_score_by_the_forecast_alone() {
     assert!(e.contains("format 3 is not one this build reads (1 to 2)"), "{e}");
     let e = load_after(|d| edit_json(d, |v| drop(v.as_object_mut().expect("object").remove("levels"))));
     assert!(e.contains("format 2 needs levels"), "{e}");
-    let e = load_after(|d| edit_json(d, |v| drop(v["levels"]["ranges"].as_array_mut().expect("array").pop())));
-    assert!(e.contains("2 level ranges for 3 features"), "{e}");
-    let e = load_after(|d| edit_json(d, |v| v["levels"]["ranges"][1]["low"] = 11.0.into()));
-    assert!(e.contains("level range of \"metric_1\""), "{e}");
+    let e = load_after(|d| edit_json(d, |v| drop(v["levels"]["highs"].as_array_mut().expect("array").pop())));
+    assert!(e.contains("2 level highs for 3 features"), "{e}");
     let e = load_after(|d| edit_json(d, |v| v["levels"]["rows"] = 17.into()));
     assert!(e.contains("levels.rows must be from 1 to 16"), "{e}");
     let e = load_after(|d| edit_json(d, |v| v["levels"]["weight"] = (-1.0).into()));
