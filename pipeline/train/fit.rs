@@ -49,8 +49,8 @@ pub const DEFAULT_LEARNING_RATE: f64 = 1e-3;
 /// Weight of the level term. With the 8 default features, a window whose last rows hold
 /// one feature `d` deviations above its training high adds `4 d²` to the error.
 /// Measured on the simulator's load surges (CPU from 0.2–0.4 to 0.9 and more, a climb
-/// the forecaster follows) with whole-day models: 8 left half of them below 70 before
-/// they failed, 32 none, and neither moved a fresh fleet's normal windows.
+/// the forecaster follows) with whole-day models: 8 left more than half of them below 70
+/// before they failed, 32 none, and neither moved a fresh fleet's normal windows.
 pub const DEFAULT_LEVEL_WEIGHT: f64 = 32.0;
 
 /// The level term looks at the window's last minute (6 rows of 10 s): where the

@@ -160,8 +160,8 @@ pub struct Args {
     /// Share of the windows, the last in event time, held out for validation.
     #[arg(long, value_name = "F", default_value_t = 0.2, value_parser = parse_share)]
     pub validation_share: f64,
-    /// Weight of the level term of the error: how much a scored value beyond the range
-    /// its feature kept in training counts (0: the forecast error alone).
+    /// Weight of the level term of the error: how much a scored value above the highest
+    /// its feature reached in training counts (0: the forecast error alone).
     #[arg(long, value_name = "W", default_value_t = fit::DEFAULT_LEVEL_WEIGHT, value_parser = parse_weight)]
     pub level_weight: f64,
     /// Distance between two training windows' ends.

@@ -191,8 +191,8 @@ pub(crate) fn normalise_into(window: &[f64], scales: &[FeatureScale], out: &mut 
 
 /// The level term of a window's error (see [`Levels`]): over the present cells of its
 /// last `levels.rows` rows, the mean squared distance above the feature's highest
-/// training value in its standard deviations, times the weight. The window must hold at least
-/// that many rows (the metadata check ties them to the window's points).
+/// training value in its standard deviations, times the weight. A window shorter than
+/// that many rows is taken whole (the metadata check ties the rows to the points).
 pub(crate) fn level_error(raw: &[f64], scales: &[FeatureScale], levels: &Levels) -> f64 {
     let c = levels.highs.len();
     let (mut sum, mut n) = (0f64, 0usize);
