@@ -144,6 +144,9 @@ impl SeriesDetector for LstmDetector {
             epochs: EPOCHS,
             batch_size: BATCH_SIZE,
             seed: self.seed,
+            // The likelihood below judges the forecast error against the series' own
+            // history; a level term, measured only on the simulator, is left out of it.
+            level_weight: 0.0,
             ..Settings::default()
         };
         self.fitted = match train::fit(&data, &settings, &CancellationToken::new()) {

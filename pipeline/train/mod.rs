@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-pub use fit::{fit, masked_loss, Settings, DEFAULT_LEARNING_RATE};
+pub use fit::{fit, masked_loss, Settings, DEFAULT_LEARNING_RATE, DEFAULT_LEVEL_WEIGHT};
 pub use score::{score_csv, starter_matcher, RowScore, RowScorer, Rows, ScoreArgs, ScoreOutcome, ScoreSummary};
 
 use crate::detect::lstm::{Config, ModelError, WindowShape};
@@ -160,6 +160,10 @@ pub struct Args {
     /// Share of the windows, the last in event time, held out for validation.
     #[arg(long, value_name = "F", default_value_t = 0.2, value_parser = parse_share)]
     pub validation_share: f64,
+    /// Weight of the level term of the error: how much a scored value above the highest
+    /// its feature reached in training counts (0: the forecast error alone).
+    #[arg(long, value_name = "W", default_value_t = fit::DEFAULT_LEVEL_WEIGHT, value_parser = parse_weight)]
+    pub level_weight: f64,
     /// Distance between two training windows' ends.
     #[arg(long, value_name = "D", default_value = "60s", value_parser = parse_hop)]
     pub hop: Duration,
@@ -207,6 +211,13 @@ fn parse_share(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if (0.01..=0.9).contains(&x) => Ok(x),
         _ => Err("must be a number from 0.01 to 0.9".to_owned()),
+    }
+}
+
+fn parse_weight(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.0..=1e6).contains(&x) => Ok(x),
+        _ => Err("must be a number from 0 to 1000000".to_owned()),
     }
 }
 
@@ -368,6 +379,8 @@ fn settings_of(args: &Args, version: String) -> Settings {
         learning_rate: args.learning_rate,
         seed: args.seed,
         validation_share: args.validation_share,
+        level_weight: args.level_weight,
+        level_rows: fit::DEFAULT_LEVEL_ROWS,
         version,
     }
 }

@@ -1,6 +1,7 @@
 //! Training on the simulator end to end: determinism, the calibration property on fresh
 //! normal data, and failures seen coming; CSV parsing.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -89,6 +90,58 @@ fn fresh_normal_windows_score_at_most_30_and_failures_cross_70_before_they_happe
             f.instance,
             f.kind
         );
+    }
+}
+
+/// The failures of `report` that happened without crossing 70 first.
+fn misses(report: &check::Report) -> Vec<&check::FailureSeen> {
+    report.failures.iter().filter(|f| f.failure_ms.is_some() && f.lead_above_70_ms.is_none_or(|l| l <= 0)).collect()
+}
+
+#[test]
+fn load_surges_cross_70_before_the_cpu_saturates_by_the_level_term() {
+    // Only surges: request rate climbing several-fold over minutes, CPU from 0.2–0.4 to
+    // 0.9 and more, a climb smooth enough for the forecaster to follow.
+    let surges = FleetConfig { kinds: vec![FailureKind::CpuSaturation], ..fleet(7, 24, 6, 0.8) };
+    let report = check(model(), &surges).expect("check");
+    let failed = report.failures.iter().filter(|f| f.failure_ms.is_some()).count();
+    assert!(failed >= 3, "{report:?}");
+    assert!(misses(&report).is_empty(), "surges that did not score above 70 before failing: {:?}", misses(&report));
+    assert!(report.normal_at_most_30_share >= 0.99, "{report:?}");
+    // The same weights scoring the forecast error alone (a format 1 model) miss them.
+    let mut meta = model().metadata().clone();
+    let levels = meta.levels.take().expect("the trainer writes levels");
+    assert!(levels.weight > 0.0 && levels.highs.len() == meta.features.len(), "{levels:?}");
+    meta.format = 1;
+    let forecast_only = AnomalyModel::from_parts(meta, model().tensors().clone()).expect("format 1");
+    let without = check(&forecast_only, &surges).expect("check");
+    assert!(misses(&without).len() * 2 > failed, "the forecast error alone sees most surges: {without:?}");
+}
+
+#[test]
+fn a_model_of_three_night_hours_sees_every_kind_of_failure_of_the_next_four_coming() {
+    // What the broker test does from Kafka (tests/kafka/train.rs): the web model of three
+    // hours from a UTC midnight of 24 instances (seed 21), hidden 32, 4 epochs, checked
+    // on 24 other instances (seed 1001) over four hours from the same midnight, half
+    // of them failing.
+    let midnight = DEFAULT_SIMULATION_START_MS + 3 * 86_400_000;
+    let normal = FleetConfig { start_ms: midnight, ..fleet(21, 24, 3, 0.0) };
+    let data = sources::simulated(&normal, &WindowConfig::default(), 0).expect("windows");
+    let web = data.into_iter().find(|d| d.app_type == APP).expect("web windows");
+    let settings = Settings { epochs: 4, ..Settings::default() };
+    let model = fit(&web, &settings, &CancellationToken::new()).expect("trained");
+    assert!(model.metadata().validation.at_most_30_share >= 0.99, "{:?}", model.metadata().validation);
+    let report = check(&model, &FleetConfig { start_ms: midnight, ..fleet(1001, 24, 4, 0.5) }).expect("check");
+    assert!(report.normal_at_most_30_share >= 0.99, "{report:?}");
+    let mut kinds: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for f in report.failures.iter().filter(|f| f.failure_ms.is_some()) {
+        let k = kinds.entry(f.kind.as_str()).or_default();
+        k.0 += 1;
+        k.1 += usize::from(f.lead_above_70_ms.is_some_and(|l| l > 0));
+    }
+    assert!(kinds.len() >= 3, "{report:?}");
+    for (kind, (failed, crossed)) in &kinds {
+        assert_eq!(crossed, failed, "{kind}: {crossed} of {failed} crossed 70 before failing: {report:?}");
     }
 }
 

@@ -116,8 +116,17 @@ fn train_replays_telemetry_announces_a_model_and_a_running_detector_swaps_to_it(
         check.normal_at_most_30_share
     );
     assert!(check.normal_at_most_30_share >= 0.99, "{check:?}");
-    let seen = leads.iter().filter(|(_, lead)| lead.is_some_and(|s| s > 0)).count();
-    assert!(seen * 2 >= leads.len(), "most failures cross 70 before they happen: {leads:?}");
+    // Every kind that failed: most of its failures (all of one or two) cross 70 first.
+    let mut kinds: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for (kind, lead) in &leads {
+        let k = kinds.entry(kind.as_str()).or_default();
+        k.0 += 1;
+        k.1 += usize::from(lead.is_some_and(|s| s > 0));
+    }
+    assert!(!kinds.is_empty(), "{check:?}");
+    for (kind, (failed, crossed)) in &kinds {
+        assert!(crossed * 2 > *failed, "{kind}: {crossed} of {failed} crossed 70 before failing: {leads:?}");
+    }
 
     // The running detector loads the announcement between two batches.
     let version = std::path::Path::new(report["dir"].as_str().unwrap()).file_name().unwrap().to_str().unwrap();

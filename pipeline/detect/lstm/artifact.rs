@@ -19,8 +19,12 @@ use super::model::Config;
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const METADATA_FILE: &str = "metadata.json";
-/// Bumped when the meaning of a metadata field changes.
-pub const FORMAT: u32 = 1;
+/// Bumped when the meaning of a metadata field changes. Format 2 added [`Levels`] and
+/// with them the level term of the error; format 1 (no levels, the forecast error
+/// alone) still loads and scores as it did.
+pub const FORMAT: u32 = 2;
+/// The oldest format this build reads.
+pub const OLDEST_FORMAT: u32 = 1;
 
 /// Why a model could not be loaded, saved or used.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,25 @@ pub enum ModelError {
 pub struct FeatureScale {
     pub mean: f64,
     pub std: f64,
+}
+
+/// What training saw of each feature's level, and how much going past it weighs: the
+/// level term of a window's error is `weight` times the mean, over the present cells of
+/// its last `rows` rows, of the squared distance above the feature's highest training
+/// value in its standard deviations ([`super::level_error`]). A forecaster finds a
+/// smooth climb predictable however far it goes; this term sees the climb pass what
+/// normal ever reached. Only upwards: the failures the tiers answer (saturation, leaks,
+/// latency, errors, IO stalls) push every feature up, and more resources never answer
+/// a value below the range, which is where a quiet night goes the first time it is
+/// quieter than the nights training saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Levels {
+    pub weight: f64,
+    /// The window's last rows that count, 1 to the window's points.
+    pub rows: usize,
+    /// One per feature: its highest value in the training windows, raw units.
+    pub highs: Vec<f64>,
 }
 
 /// The grid windows are cut on.
@@ -110,6 +133,9 @@ pub struct Metadata {
     pub features: Vec<String>,
     /// One per feature.
     pub normalisation: Vec<FeatureScale>,
+    /// From format 2 on (none in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<Levels>,
     pub window: WindowShape,
     pub model: Config,
     pub calibration: Calibration,
@@ -120,8 +146,11 @@ pub struct Metadata {
 impl Metadata {
     /// Why the metadata cannot be used, if it cannot.
     pub fn check(&self) -> Result<(), String> {
-        if self.format != FORMAT {
-            return Err(format!("format {} is not the supported {FORMAT}", self.format));
+        if !(OLDEST_FORMAT..=FORMAT).contains(&self.format) {
+            return Err(format!(
+                "format {} is not one this build reads ({OLDEST_FORMAT} to {FORMAT}); a newer augur wrote it",
+                self.format
+            ));
         }
         if self.app_type.is_empty() || self.version.is_empty() {
             return Err("app_type and version must not be empty".to_owned());
@@ -147,6 +176,27 @@ impl Metadata {
         for (f, s) in self.features.iter().zip(&self.normalisation) {
             if !(s.mean.is_finite() && s.std.is_finite() && s.std > 0.0) {
                 return Err(format!("normalisation of {f:?} needs a finite mean and a std above 0, got {s:?}"));
+            }
+        }
+        match (self.format, &self.levels) {
+            (1, None) => {}
+            (1, Some(_)) => return Err("format 1 has no levels; a model with levels is format 2".to_owned()),
+            (_, None) => return Err(format!("format {} needs levels", self.format)),
+            (_, Some(l)) => {
+                if !(l.weight.is_finite() && l.weight >= 0.0) {
+                    return Err(format!("levels.weight must be finite and at least 0, got {}", l.weight));
+                }
+                if l.rows == 0 || l.rows > self.window.points {
+                    return Err(format!("levels.rows must be from 1 to {}, got {}", self.window.points, l.rows));
+                }
+                if l.highs.len() != self.features.len() {
+                    return Err(format!("{} level highs for {} features", l.highs.len(), self.features.len()));
+                }
+                for (f, h) in self.features.iter().zip(&l.highs) {
+                    if !h.is_finite() {
+                        return Err(format!("level high of {f:?} must be finite, got {h}"));
+                    }
+                }
             }
         }
         if self.window.points < 2 || self.window.step_ms <= 0 {

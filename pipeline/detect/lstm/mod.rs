@@ -8,7 +8,10 @@
 //! The model is a one-step-ahead forecaster ([`model::Forecaster`]): an LSTM reads the
 //! normalised window and a linear head forecasts each next row; the raw error of a
 //! window is the mean squared forecast error over its last `score_steps` rows, in
-//! normalised units, and [`calibrate`] maps it to 0–100. Missing values are handled
+//! normalised units, plus (format 2) a level term: how far its last rows lie above the
+//! highest value each feature reached in training ([`Levels`]), because a failure that
+//! builds smoothly (a load surge) is predictable step by step yet passes everything
+//! normal ever reached; [`calibrate`] maps the sum to 0–100. Missing values are handled
 //! explicitly: as input a `NaN` becomes 0, the feature's training mean after
 //! normalisation (the least surprising value, which keeps the state from jumping);
 //! as a forecast target it is left out of the error, so an instance that does not
@@ -33,7 +36,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
-pub use artifact::{FeatureScale, Metadata, ModelError, Training, Validation, WindowShape};
+pub use artifact::{FeatureScale, Levels, Metadata, ModelError, Training, Validation, WindowShape};
 pub use calibrate::Calibration;
 pub use model::{Config, Forecaster};
 
@@ -44,7 +47,8 @@ const INPUT_LIMIT: f32 = 1_000.0;
 /// The error and score of one window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WindowScore {
-    /// Mean squared forecast error over the scored rows, normalised units.
+    /// Mean squared forecast error over the scored rows, normalised units, plus the
+    /// level term ([`Levels`]) of a format 2 model.
     pub error: f64,
     /// 0..=100 by the model's calibration.
     pub score: u8,
@@ -107,6 +111,12 @@ impl AnomalyModel {
         &self.metadata
     }
 
+    /// The weights by PyTorch name.
+    #[cfg(test)]
+    pub(crate) fn tensors(&self) -> &HashMap<String, Tensor> {
+        &self.tensors
+    }
+
     /// The model as candle defines it, on the CPU (for training further or checking).
     pub fn forecaster(&self) -> Result<Forecaster, ModelError> {
         let vb = VarBuilder::from_tensors(self.tensors.clone(), candle_core::DType::F32, &Device::Cpu);
@@ -145,8 +155,12 @@ impl AnomalyModel {
         let mut out = vec![None; windows.len()];
         for (k, &i) in good.iter().enumerate() {
             let span = k * len..(k + 1) * len;
-            out[i] = window_error(windows[i], &x[span.clone()], &forecasts[span], channels, m.model.score_steps)
-                .map(|error| WindowScore { error, score: m.calibration.score(error) });
+            let steps = m.model.score_steps;
+            out[i] = window_error(windows[i], &x[span.clone()], &forecasts[span], channels, steps).map(|forecast| {
+                let level = m.levels.as_ref().map_or(0.0, |l| level_error(windows[i], &m.normalisation, l));
+                let error = forecast + level;
+                WindowScore { error, score: m.calibration.score(error) }
+            });
         }
         out
     }
@@ -173,6 +187,29 @@ pub(crate) fn normalise_into(window: &[f64], scales: &[FeatureScale], out: &mut 
             z.clamp(-INPUT_LIMIT, INPUT_LIMIT)
         }
     }));
+}
+
+/// The level term of a window's error (see [`Levels`]): over the present cells of its
+/// last `levels.rows` rows, the mean squared distance above the feature's highest
+/// training value in its standard deviations, times the weight. A window shorter than
+/// that many rows is taken whole (the metadata check ties the rows to the points).
+pub(crate) fn level_error(raw: &[f64], scales: &[FeatureScale], levels: &Levels) -> f64 {
+    let c = levels.highs.len();
+    let (mut sum, mut n) = (0f64, 0usize);
+    let start = raw.len().saturating_sub(levels.rows * c);
+    for (j, &v) in raw[start..].iter().enumerate() {
+        if v.is_nan() {
+            continue;
+        }
+        let d = ((v - levels.highs[j % c]).max(0.0) / scales[j % c].std).min(f64::from(INPUT_LIMIT));
+        sum += d * d;
+        n += 1;
+    }
+    if n == 0 {
+        0.0
+    } else {
+        levels.weight * sum / n as f64
+    }
 }
 
 /// Mean squared error of the forecasts of the last `steps` rows of a window against

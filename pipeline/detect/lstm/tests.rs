@@ -153,6 +153,8 @@ fn metadata(config: Config) -> Metadata {
     let features: Vec<String> = (0..config.input).map(|i| format!("metric_{i}")).collect();
     Metadata {
         format: FORMAT,
+        // Wider than any test window: the level term stays 0 unless a test moves it.
+        levels: Some(Levels { weight: 1.0, rows: 4, highs: vec![10.0; config.input] }),
         app_type: "web".to_owned(),
         version: "7".to_owned(),
         created_at: "2026-01-05T00:00:00Z".to_owned(),
@@ -331,4 +333,70 @@ fn the_shipped_models_load_for_every_simulated_application_type() {
         model.check_window(&features, 64, 10_000).expect("the detector's default windows");
         assert!(m.validation.at_most_30_share >= 0.99, "{app}: {:?}", m.validation);
     }
+}
+
+#[test]
+fn values_above_the_training_highs_add_to_the_error() {
+    let model = small_model();
+    let ws = windows(1, 3);
+    let inside = model.score(&[&ws[0]])[0].expect("scored");
+    // Channel 0 of the last row 18 units above its training high (10): 9 deviations
+    // (std 2) out, 81 squared over the 4 × 3 cells of the level rows, on top of the forecast error.
+    let mut out = ws[0].clone();
+    out[15 * 3] = 28.0;
+    let far = model.score(&[&out])[0].expect("scored");
+    let m = model.metadata();
+    let mut x = Vec::new();
+    normalise_into(&out, &m.normalisation, &mut x);
+    let mut f = vec![0f32; x.len()];
+    model.fused.forecast(&x, 16, &mut f);
+    let forecast = window_error(&out, &x, &f, 3, 4).expect("error");
+    assert!((far.error - forecast - 81.0 / 12.0).abs() < 1e-9, "{} = {forecast} + level", far.error);
+    assert!(far.score > inside.score, "{far:?} vs {inside:?}");
+    // Far below counts nothing (more resources never answer a quiet instance), nor does
+    // anything at or under the highs.
+    let mut low = ws[0].clone();
+    low[15 * 3 + 1] = -28.0;
+    let levels = m.levels.as_ref().expect("format 2");
+    assert_eq!(level_error(&low, &m.normalisation, levels), 0.0);
+    assert_eq!(level_error(&ws[0], &m.normalisation, levels), 0.0);
+    // A row before the last `rows` does not count.
+    let mut early = ws[0].clone();
+    early[3] = 28.0;
+    assert_eq!(level_error(&early, &m.normalisation, levels), 0.0);
+    // The weight scales the term; 0 leaves the forecast error alone.
+    let heavy = Levels { weight: 3.0, ..levels.clone() };
+    let light = Levels { weight: 0.0, ..levels.clone() };
+    assert!((level_error(&out, &m.normalisation, &heavy) - 3.0 * 81.0 / 12.0).abs() < 1e-9);
+    assert_eq!(level_error(&out, &m.normalisation, &light), 0.0);
+}
+
+#[test]
+fn format_1_models_load_and_score_by_the_forecast_alone() {
+    let model = small_model();
+    let mut meta = model.metadata().clone();
+    meta.format = 1;
+    meta.levels = None;
+    let old = AnomalyModel::from_parts(meta, model.tensors.clone()).expect("format 1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    old.save(dir.path()).expect("save");
+    let json = std::fs::read_to_string(dir.path().join("metadata.json")).expect("read");
+    assert!(!json.contains("levels"), "format 1 metadata is written as before: {json}");
+    let old = AnomalyModel::load(dir.path()).expect("load format 1");
+    let mut w = windows(1, 4).remove(0);
+    w[15 * 3] = 28.0;
+    let (new, old) = (model.score(&[&w])[0].expect("new"), old.score(&[&w])[0].expect("old"));
+    assert!(new.error > old.error, "the level term is format 2's: {new:?} vs {old:?}");
+    let e = load_after(|d| edit_json(d, |v| v["format"] = 1.into()));
+    assert!(e.contains("format 1 has no levels"), "{e}");
+    let e = load_after(|d| edit_json(d, |v| v["format"] = 3.into()));
+    assert!(e.contains("format 3 is not one this build reads (1 to 2)"), "{e}");
+    let e = load_after(|d| edit_json(d, |v| drop(v.as_object_mut().expect("object").remove("levels"))));
+    assert!(e.contains("format 2 needs levels"), "{e}");
+    let e = load_after(|d| edit_json(d, |v| drop(v["levels"]["highs"].as_array_mut().expect("array").pop())));
+    assert!(e.contains("2 level highs for 3 features"), "{e}");
+    let e = load_after(|d| edit_json(d, |v| v["levels"]["rows"] = 17.into()));
+    assert!(e.contains("levels.rows must be from 1 to 16"), "{e}");
+    let e = load_after(|d| edit_json(d, |v| v["levels"]["weight"] = (-1.0).into()));
+    assert!(e.contains("levels.weight"), "{e}");
 }
