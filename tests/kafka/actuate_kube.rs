@@ -157,8 +157,13 @@ fn a_failing_fleet_becomes_the_right_kubernetes_requests_within_the_guardrails()
                         assert!(!writes_to(&requests, &path).is_empty(), "no eviction {path}");
                     }
                     Action::Shed => {
-                        let pod = kube.get("pods", "default", &act.instance_id).expect("pod");
-                        assert_eq!(pod["metadata"]["labels"]["augur.io/serving"], "false");
+                        // The pod was labelled out of its Services; a later migration may
+                        // have evicted it since, so the request is checked, not the pod.
+                        let path = format!("/pods/{}", act.instance_id);
+                        let labelled = writes_to(&requests, &path)
+                            .iter()
+                            .any(|r| r.body["metadata"]["labels"]["augur.io/serving"] == "false");
+                        assert!(labelled, "no PATCH {path} labelling it out of service for {}", act.adjustment_id);
                     }
                     Action::Notify | Action::None => panic!("{:?} applied to the cluster", adj.action),
                 }
