@@ -127,6 +127,18 @@ fn train_replays_telemetry_announces_a_model_and_a_running_detector_swaps_to_it(
     for (kind, (failed, crossed)) in &kinds {
         assert!(crossed * 2 > *failed, "{kind}: {crossed} of {failed} crossed 70 before failing: {leads:?}");
     }
+    // That fleet's web instances happen to have no load surge; a fleet of surges only.
+    let surges = augur::simulate::FleetConfig { kinds: vec![augur::simulate::FailureKind::CpuSaturation], ..fleet };
+    let check = augur::train::check::check(&model, &surges).unwrap();
+    let leads: Vec<Option<i64>> = check
+        .failures
+        .iter()
+        .filter(|f| f.failure_ms.is_some())
+        .map(|f| f.lead_above_70_ms.map(|ms| ms / 1000))
+        .collect();
+    eprintln!("web model on load surges: lead above 70 (s): {leads:?}");
+    let crossed = leads.iter().filter(|lead| lead.is_some_and(|s| s > 0)).count();
+    assert!(!leads.is_empty() && crossed * 2 > leads.len(), "{crossed} of the surges crossed 70 first: {leads:?}");
 
     // The running detector loads the announcement between two batches.
     let version = std::path::Path::new(report["dir"].as_str().unwrap()).file_name().unwrap().to_str().unwrap();
