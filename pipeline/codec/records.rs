@@ -181,11 +181,18 @@ pub struct Actuation {
     pub applied_at_ms: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// How a signature compares one metric (see `window::features::normalise`); on the
+/// command line in lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[value(rename_all = "lower")]
 pub enum Normalisation {
+    /// Its value: for metrics whose level says something is wrong.
     Level,
+    /// The series z-normalised: only its course counts.
     Shape,
+    /// The log of each value over the window's opening level: the same relative climb
+    /// matches on instances whose levels differ.
     Rise,
 }
 

@@ -103,13 +103,9 @@ pub struct ExtractArgs {
     /// that depart most from the instance's baseline (see `signatures::extract::select`).
     #[arg(long, value_name = "A,B,..", value_delimiter = ',')]
     pub metrics: Option<Vec<String>>,
-    /// How each of --metrics is compared, comma-separated in their order: `level` (its
-    /// value, for metrics whose level says something is wrong), `shape` (the series
-    /// z-normalised: only its course counts) or `rise` (the log of each value over the
-    /// window's opening level: the same relative climb matches on instances whose
-    /// levels differ). Default: each feature's own (request and byte rates by shape,
-    /// the rest by level).
-    #[arg(long, value_name = "M,M,..", value_delimiter = ',', value_parser = parse_normalisation)]
+    /// How each of --metrics is compared, comma-separated in their order. Default: each
+    /// feature's own (request and byte rates by shape, the rest by level).
+    #[arg(long, value_name = "M,M,..", value_delimiter = ',', value_enum)]
     pub normalisation: Option<Vec<Normalisation>>,
     /// Threshold to set, strictly between 0 and 1. Default: calibrated on healthy
     /// instances' windows (highest confidence plus --margin, within 0.5..0.95).
@@ -296,14 +292,5 @@ fn parse_threshold(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if x > 0.0 && x < 1.0 => Ok(x),
         _ => Err("must be a number strictly between 0 and 1".to_owned()),
-    }
-}
-
-fn parse_normalisation(s: &str) -> Result<Normalisation, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "level" => Ok(Normalisation::Level),
-        "shape" => Ok(Normalisation::Shape),
-        "rise" => Ok(Normalisation::Rise),
-        other => Err(format!("{other:?} is not a normalisation; use level, shape or rise")),
     }
 }

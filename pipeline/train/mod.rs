@@ -267,11 +267,7 @@ impl Trained {
 /// gates and announces them, again every `--every` until `shutdown`. `written` hears of
 /// each model as soon as it is written (and gated), so a scheduled trainer reports every
 /// round while it runs, not only when it stops.
-pub async fn run(
-    args: Args,
-    shutdown: CancellationToken,
-    written: &mut dyn FnMut(&Trained),
-) -> Result<Vec<Trained>, TrainError> {
+pub async fn run(args: Args, shutdown: CancellationToken, written: &mut dyn FnMut(&Trained)) -> Result<(), TrainError> {
     if args.kafka.brokers.is_some() {
         return run_replayed(args, shutdown, written).await;
     }
@@ -279,15 +275,15 @@ pub async fn run(
         .await
         .map_err(|_| TrainError::Poisoned)??;
     trained.iter().for_each(written);
-    Ok(trained)
+    Ok(())
 }
 
 /// The Kafka path of [`run`].
 async fn run_replayed(
     args: Args,
     shutdown: CancellationToken,
-    on_written: &mut dyn FnMut(&Trained),
-) -> Result<Vec<Trained>, TrainError> {
+    written: &mut dyn FnMut(&Trained),
+) -> Result<(), TrainError> {
     let (Some(from), Some(to)) = (args.from, args.to) else {
         return Err(TrainError::Settings("--brokers needs --from and --to".to_owned()));
     };
@@ -304,7 +300,6 @@ async fn run_replayed(
     let window = window_of(&args);
     let margin_ms = args.alert_margin.as_millis() as i64;
     let started = std::time::Instant::now();
-    let mut written = Vec::new();
     loop {
         let round = std::time::Instant::now();
         let shift = started.elapsed().as_millis() as i64;
@@ -341,8 +336,7 @@ async fn run_replayed(
             tracing::info!(app_type = %data.app_type, dir = %dir.display(), ?gate, announced = trained.announced, "model written");
             metrics.gated(&gate, trained.announced, trained.train_windows);
             trained.gate = Some(gate);
-            on_written(&trained);
-            written.push(trained);
+            written(&trained);
         }
         metrics.rounds.inc();
         metrics.round_seconds.observe(round.elapsed().as_secs_f64());
@@ -355,7 +349,7 @@ async fn run_replayed(
             _ = shutdown.cancelled() => break,
         }
     }
-    Ok(written)
+    Ok(())
 }
 
 /// The detector's window, with training's hop.
